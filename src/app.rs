@@ -1,0 +1,102 @@
+//! Wiring: connect, migrate, load settings, build the router, serve until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::background;
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::settings_cache::SettingsCache;
+use crate::store::{self, Db, DbOptions};
+
+pub struct App {
+    pub state: AppState,
+}
+
+impl App {
+    /// Connects to the database, runs migrations and loads settings.
+    pub async fn new(config: Config, clock: SharedClock) -> anyhow::Result<Self> {
+        let opts = DbOptions {
+            max_connections: config.db_max_connections,
+            timeout: Duration::from_millis(config.db_timeout_ms),
+        };
+        let db = Db::connect(&config.database_url, &opts).await?;
+        db.migrate().await?;
+        let settings = store::settings::load_or_init(&db, clock.now_ms())
+            .await
+            .context("loading settings")?;
+        let settings = Arc::new(SettingsCache::new(settings));
+        let grace_ms = i64::try_from(config.grace().as_millis()).unwrap_or(i64::MAX);
+        let ledger = Ledger::new(db.clone(), settings.clone(), clock.clone(), grace_ms);
+        let metrics = Arc::new(Metrics::new(config.max_label_values));
+        metrics.set_ready(true);
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            ledger,
+            metrics,
+            settings,
+            clock,
+        };
+        Ok(Self { state })
+    }
+
+    pub fn router(&self) -> Router {
+        http::router(self.state.clone())
+    }
+
+    /// Serves on `listener` with the background tasks until `shutdown` resolves, then
+    /// drains in-flight requests and closes the pool.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = listener.local_addr()?;
+        let mut tasks = background::spawn(&self.state);
+        for missing in self.state.config.missing_secrets() {
+            warn!("{missing} is not set");
+        }
+        info!(%addr, backend = ?self.state.db.backend(), "messaging-exporter listening on http://{addr}");
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        tasks.abort_all();
+        self.state.db.close().await;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    info!("shutdown signal received; draining in-flight requests");
+}

@@ -1,0 +1,109 @@
+//! Periodic work: counting unattributed statuses after the grace period, refreshing
+//! settings and gauges from the database, and purging rows past retention.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio::task::JoinSet;
+use tokio::time::{interval, MissedTickBehavior};
+use tracing::{info, warn};
+
+use crate::domain::window::WINDOW_MS;
+use crate::http::AppState;
+use crate::store;
+
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Messages settled per sweep transaction.
+const SWEEP_BATCH: i64 = 500;
+
+/// Starts the background tasks; they stop when the returned set is dropped or aborted.
+pub fn spawn(state: &AppState) -> JoinSet<()> {
+    let mut tasks = JoinSet::new();
+    let s = state.clone();
+    tasks.spawn(every(SWEEP_EVERY, move || {
+        let s = s.clone();
+        async move {
+            match s.ledger.sweep_unattributed(SWEEP_BATCH).await {
+                Ok(tally) => s.metrics.record(&tally),
+                Err(e) => warn!(error = %e, "grace-period sweep failed; retrying next tick"),
+            }
+        }
+    }));
+    let s = state.clone();
+    tasks.spawn(every(REFRESH_EVERY, move || {
+        let s = s.clone();
+        async move { refresh(&s).await }
+    }));
+    let s = state.clone();
+    tasks.spawn(every(PURGE_EVERY, move || {
+        let s = s.clone();
+        async move {
+            if let Err(e) = purge(&s).await {
+                warn!(error = %e, "retention purge failed; retrying next hour");
+            }
+        }
+    }));
+    tasks
+}
+
+async fn every<F, Fut>(period: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = interval(period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        f().await;
+    }
+}
+
+/// Settings changed through another replica, the active-session gauge and readiness.
+async fn refresh(s: &AppState) {
+    match store::settings::load(&s.db).await {
+        Ok(settings) => s.settings.set(settings),
+        Err(e) => warn!(error = %e, "could not refresh settings; keeping the last ones"),
+    }
+    let since = s.clock.now_ms() - WINDOW_MS;
+    let active = sqlx::query("SELECT COUNT(*) FROM sessions WHERE last_inbound_ms > $1")
+        .bind(since)
+        .fetch_one(s.db.pool())
+        .await
+        .and_then(|r| r.try_get::<i64, _>(0));
+    s.metrics.set_ready(active.is_ok());
+    if let Ok(n) = active {
+        s.metrics.set_sessions_active(n);
+    }
+}
+
+/// Deletes per-message rows older than the retention period. Sessions go only once
+/// their window has long closed, so no live window is ever lost.
+pub async fn purge(s: &AppState) -> Result<u64, sqlx::Error> {
+    let cutoff = s.clock.now_ms() - i64::from(s.config.retention_days) * 86_400_000;
+    let mut deleted = 0;
+    for sql in [
+        "DELETE FROM outbound_messages WHERE updated_ms < $1",
+        "DELETE FROM inbound_messages WHERE received_ms < $1",
+        "DELETE FROM webhook_errors WHERE last_seen_ms < $1",
+        "DELETE FROM sessions WHERE last_inbound_ms < $1 AND updated_ms < $1",
+    ] {
+        let mut w = s.db.begin_write().await?;
+        deleted += sqlx::query(sql)
+            .bind(cutoff)
+            .execute(&mut *w.tx)
+            .await?
+            .rows_affected();
+        w.commit().await?;
+    }
+    if deleted > 0 {
+        info!(
+            deleted,
+            retention_days = s.config.retention_days,
+            "purged rows past retention"
+        );
+    }
+    Ok(deleted)
+}

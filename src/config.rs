@@ -1,0 +1,199 @@
+//! Flags and environment (CONTRACT §2), and the start-up checks that go with them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Prometheus exporter and pre-send API for WhatsApp/SMS bots.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "messaging-exporter", version, about)]
+pub struct Config {
+    /// HTTP address for the metrics, webhooks and API.
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:9469")]
+    pub listen: SocketAddr,
+
+    /// `postgres://…` or `sqlite://…` (a SQLite file is created if absent).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://messaging-exporter.db"
+    )]
+    pub database_url: String,
+
+    /// Required on `/v1/*` (as `Authorization: Bearer <key>` or `X-API-Key`) when set.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<SecretString>,
+
+    /// When set, Meta webhooks must carry a valid `X-Hub-Signature-256`.
+    #[arg(long, env = "META_APP_SECRET", hide_env_values = true)]
+    pub meta_app_secret: Option<SecretString>,
+
+    /// Answers Meta's subscription handshake (`GET /webhooks/meta`).
+    #[arg(long, env = "META_VERIFY_TOKEN", hide_env_values = true)]
+    pub meta_verify_token: Option<SecretString>,
+
+    /// When set, Twilio webhooks must carry a valid `X-Twilio-Signature`.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub twilio_auth_token: Option<SecretString>,
+
+    /// The public base URL Twilio posts to (scheme and host, e.g. `https://hooks.example.com`);
+    /// the signed URL is this plus the request's path and query.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Per-message rows older than this many days are purged. At least 8, because Meta
+    /// redelivers webhooks for up to 7 days and dedupe state must outlive that.
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(8..=3650))]
+    pub retention_days: u32,
+
+    /// Allow listening on a non-loopback address without an API key.
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Distinct values kept per bounded label (template, code, model, operation, intent).
+    #[arg(long, env = "MAX_LABEL_VALUES", default_value_t = 200)]
+    pub max_label_values: usize,
+
+    /// How long a status waits for the bot's send hook before it counts as template `unknown`.
+    #[arg(long, env = "ATTRIBUTION_GRACE_SECONDS", default_value_t = 30)]
+    pub attribution_grace_seconds: u64,
+
+    /// Longest wait for a database connection or statement before answering 503.
+    #[arg(long, env = "DB_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_timeout_ms: u64,
+
+    /// Database connections per process.
+    #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl Config {
+    /// The protected-by-default rule and other combinations, as sentences saying how to fix them.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && self.api_key.is_none() && !self.allow_unauthenticated
+        {
+            return Err(format!(
+                "refusing to listen on {} without an API key: set API_KEY (or --api-key), \
+                 or pass --allow-unauthenticated to expose /v1 without one",
+                self.listen
+            ));
+        }
+        if self.twilio_auth_token.is_some() && self.public_url.is_none() {
+            return Err(
+                "TWILIO_AUTH_TOKEN is set but PUBLIC_URL is not: set PUBLIC_URL to the \
+                        base URL Twilio posts to, so its signatures can be checked"
+                    .into(),
+            );
+        }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(format!(
+                    "PUBLIC_URL must start with https:// or http://, got {url:?}"
+                ));
+            }
+        }
+        if self
+            .api_key
+            .as_ref()
+            .is_some_and(|k| k.expose_secret().len() < 16)
+        {
+            return Err("API_KEY must be at least 16 characters".into());
+        }
+        if self.max_label_values == 0 {
+            return Err("--max-label-values must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Secrets that are not set, for the start-up warning.
+    pub fn missing_secrets(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.meta_app_secret.is_none() {
+            out.push("META_APP_SECRET (Meta webhooks are accepted unsigned)");
+        }
+        if self.twilio_auth_token.is_none() {
+            out.push("TWILIO_AUTH_TOKEN (Twilio webhooks are accepted unsigned)");
+        }
+        if self.meta_verify_token.is_none() {
+            out.push("META_VERIFY_TOKEN (Meta's subscription handshake is refused)");
+        }
+        out
+    }
+
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.attribution_grace_seconds)
+    }
+
+    /// A configuration for tests and embedding: loopback, no secrets.
+    pub fn for_database(database_url: &str) -> Self {
+        Self::parse_from([
+            "messaging-exporter",
+            "--database-url",
+            database_url,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["messaging-exporter"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = parse(&[]);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9469");
+        assert_eq!(c.database_url, "sqlite://messaging-exporter.db");
+        assert_eq!(c.retention_days, 90);
+        assert_eq!(c.max_label_values, 200);
+        assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn public_address_without_api_key_refuses_to_start() {
+        let err = parse(&["--listen", "0.0.0.0:9469"]).check().unwrap_err();
+        assert!(err.contains("API_KEY"), "{err}");
+        assert!(
+            parse(&["--listen", "0.0.0.0:9469", "--allow-unauthenticated"])
+                .check()
+                .is_ok()
+        );
+        assert!(
+            parse(&["--listen", "0.0.0.0:9469", "--api-key", "0123456789abcdef"])
+                .check()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn twilio_token_needs_public_url_and_retention_has_a_floor() {
+        assert!(parse(&["--twilio-auth-token", "t"]).check().is_err());
+        let all = ["messaging-exporter", "--retention-days", "3"];
+        assert!(Config::try_parse_from(all).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = parse(&["--api-key", "super-secret-key-123"]);
+        assert!(!format!("{c:?}").contains("super-secret-key-123"));
+    }
+}

@@ -1,0 +1,46 @@
+//! Operator-tunable settings: cooldown, switches and the rate card (`/v1/config`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::category::Category;
+
+/// The settings document stored in the database and served by `GET /v1/config`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub template_cooldown_hours: u32,
+    pub rate_limiting_enabled: bool,
+    pub session_tracking_enabled: bool,
+    pub cost_tracking_enabled: bool,
+    pub block_out_of_session_messages: bool,
+    pub currency: String,
+    pub rates: BTreeMap<Category, f64>,
+    /// Calling-code prefix (digits) → prices that override `rates` for those phones.
+    pub country_rates: BTreeMap<String, BTreeMap<Category, f64>>,
+    pub free_in_window_categories: Vec<Category>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            template_cooldown_hours: 12,
+            rate_limiting_enabled: true,
+            session_tracking_enabled: true,
+            cost_tracking_enabled: true,
+            block_out_of_session_messages: false,
+            currency: "INR".to_owned(),
+            rates: BTreeMap::from([
+                (Category::Marketing, 0.75),
+                (Category::Utility, 0.35),
+                (Category::Authentication, 0.30),
+                (Category::Service, 0.0),
+            ]),
+            country_rates: BTreeMap::new(),
+            free_in_window_categories: vec![Category::Service],
+            updated_at: None,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Domain events: what the provider adapters and send hooks turn requests into.
+//! The ledger consumes them; nothing here knows about HTTP or storage.
+
+use crate::domain::message::{Hook, MessageError};
+use crate::domain::phone::Phone;
+use crate::domain::pricing::MetaPricing;
+use crate::domain::status::Status;
+use crate::domain::{Channel, Provider};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    Status(StatusUpdate),
+    Inbound(InboundMessage),
+    Sent(SentMessage),
+    WebhookError(WebhookError),
+    /// An item we acknowledge but do not count (another webhook field, a status outside
+    /// the contract's set such as Twilio's `queued`).
+    Ignored(Provider),
+}
+
+/// A provider's report on one outbound message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusUpdate {
+    pub provider: Provider,
+    pub channel: Channel,
+    pub message_id: String,
+    pub phone: Option<Phone>,
+    pub status: Status,
+    /// Provider time; `None` means "use receipt time".
+    pub at_ms: Option<i64>,
+    pub pricing: Option<MetaPricing>,
+    pub error: Option<MessageError>,
+}
+
+/// A message from a user to the business.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboundMessage {
+    pub provider: Provider,
+    pub channel: Channel,
+    pub message_id: String,
+    /// `None` when the provider did not give a usable number (Meta's BSUID rollout).
+    pub phone: Option<Phone>,
+    pub kind: &'static str,
+    pub at_ms: Option<i64>,
+}
+
+/// The bot's report that it sent a message (`POST /v1/events/sent`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SentMessage {
+    pub provider: Provider,
+    pub channel: Channel,
+    pub message_id: String,
+    pub phone: Phone,
+    pub hook: Hook,
+    pub error: Option<MessageError>,
+    pub reservation_id: Option<String>,
+}
+
+/// A provider error not tied to one message (Meta's `value.errors[]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookError {
+    pub provider: Provider,
+    pub channel: Channel,
+    pub code: String,
+    /// Identifies a redelivery of the same error, which carries no id of its own.
+    pub dedupe_key: String,
+}
+
+/// A parse failure, mapped to 400 (malformed) or 422 (well-formed, invalid field).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+impl ParseError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ParseError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Sorts a serde_json error into malformed (syntax) or invalid (data, with its path).
+    pub fn from_json(err: serde_path_to_error::Error<serde_json::Error>, prefix: &str) -> Self {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = strip_position(&inner.to_string());
+                let mut parts: Vec<&str> = Vec::new();
+                if !prefix.is_empty() {
+                    parts.push(prefix);
+                }
+                if path != "." {
+                    parts.push(&path);
+                }
+                // "missing field `x`" is reported at the enclosing object: name x itself.
+                let missing = message
+                    .strip_prefix("missing field `")
+                    .and_then(|rest| rest.strip_suffix('`'));
+                if let Some(name) = missing {
+                    parts.push(name);
+                }
+                let field = if parts.is_empty() {
+                    "body".to_owned()
+                } else {
+                    parts.join(".")
+                };
+                ParseError::Invalid { field, message }
+            }
+            _ => ParseError::Malformed(format!("malformed JSON: {inner}")),
+        }
+    }
+}
+
+/// serde_json appends " at line 1 column 5"; the field path says more.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+/// Unix seconds as Meta sends them (a string of digits, sometimes a number), checked to
+/// be a plausible time, as milliseconds.
+pub fn unix_seconds_to_ms(raw: &str) -> Option<i64> {
+    let secs: i64 = raw.trim().parse().ok()?;
+    // 2000-01-01 .. 2200-01-01: anything else is a corrupt field, not a time.
+    (946_684_800..7_258_118_400)
+        .contains(&secs)
+        .then_some(secs * 1000)
+}

@@ -1,0 +1,325 @@
+//! The bot's own reports: `POST /v1/events/sent` (send hook) and `POST /v1/events/ai`.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::body::{read_limited, require_content_type, JSON};
+use super::error::{ApiError, Result};
+use super::AppState;
+use crate::domain::category::Category;
+use crate::domain::message::{Hook, MessageError};
+use crate::domain::phone::Phone;
+use crate::domain::{Channel, Provider};
+use crate::events::{Event, ParseError, SentMessage};
+use crate::metrics::AiObservation;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events/sent", post(sent))
+        .route("/v1/events/ai", post(ai))
+}
+
+/// Reads a JSON body of one object or an array of them. Each item comes with the prefix
+/// (`""` or `"[i]"`) that 422 messages put before a field name.
+async fn read_json_items<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<(String, T)>> {
+    require_content_type(headers, JSON)?;
+    let bytes = read_limited(headers, body).await?;
+    // Parse once into a value to tell arrays from objects, then type each item so that
+    // errors name `[i].field`.
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::Malformed(format!("malformed JSON: {e}")))?;
+    let items = match value {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (format!("[{i}]"), v))
+            .collect(),
+        other => vec![(String::new(), other)],
+    };
+    items
+        .into_iter()
+        .map(|(prefix, v)| {
+            serde_path_to_error::deserialize(v)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    let message = inner.to_string();
+                    let missing = message
+                        .strip_prefix("missing field `")
+                        .and_then(|r| r.strip_suffix('`'));
+                    let field = match (path.as_str(), missing) {
+                        (".", Some(m)) => {
+                            format!("{prefix}{}{m}", if prefix.is_empty() { "" } else { "." })
+                        }
+                        (".", None) => {
+                            if prefix.is_empty() {
+                                "body".to_owned()
+                            } else {
+                                prefix.clone()
+                            }
+                        }
+                        (p, _) => {
+                            format!("{prefix}{}{p}", if prefix.is_empty() { "" } else { "." })
+                        }
+                    };
+                    ApiError::invalid(field, message)
+                })
+                .map(|item| (prefix, item))
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct SentIn {
+    message_id: String,
+    phone: String,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    is_template: bool,
+    #[serde(default)]
+    template_name: Option<String>,
+    #[serde(default)]
+    template_category: Option<String>,
+    #[serde(default)]
+    sent_at: Option<String>,
+    #[serde(default)]
+    reservation_id: Option<String>,
+    #[serde(default)]
+    error: Option<SentErrorIn>,
+}
+
+#[derive(Deserialize)]
+struct SentErrorIn {
+    code: serde_json::Value,
+    #[serde(default)]
+    title: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SentReply {
+    accepted: usize,
+    duplicates: usize,
+}
+
+fn field(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
+}
+
+fn bounded(prefix: &str, name: &str, value: &str, max: usize) -> Result<(), ParseError> {
+    if value.trim().is_empty() || value.len() > max || value.contains('\0') {
+        return Err(ParseError::invalid(
+            field(prefix, name),
+            format!("must be 1 to {max} bytes of text"),
+        ));
+    }
+    Ok(())
+}
+
+impl SentIn {
+    fn into_event(self, prefix: &str, now_ms: i64) -> Result<Event, ParseError> {
+        bounded(prefix, "message_id", &self.message_id, 256)?;
+        let phone = Phone::parse(&self.phone)
+            .map_err(|e| ParseError::invalid(field(prefix, "phone"), e.to_string()))?;
+        let provider = match self.provider.as_deref() {
+            None => Provider::Meta,
+            Some(p) => Provider::parse(p).ok_or_else(|| {
+                ParseError::invalid(field(prefix, "provider"), "must be meta or twilio")
+            })?,
+        };
+        let channel = match self.channel.as_deref() {
+            None => Channel::Whatsapp,
+            Some(c) => Channel::parse(c).ok_or_else(|| {
+                ParseError::invalid(field(prefix, "channel"), "must be whatsapp or sms")
+            })?,
+        };
+        let (template, category) = if self.is_template {
+            let name = self.template_name.ok_or_else(|| {
+                ParseError::invalid(
+                    field(prefix, "template_name"),
+                    "is required when is_template is true",
+                )
+            })?;
+            bounded(prefix, "template_name", &name, 512)?;
+            let raw = self.template_category.ok_or_else(|| {
+                ParseError::invalid(
+                    field(prefix, "template_category"),
+                    "is required when is_template is true",
+                )
+            })?;
+            let cat = Category::parse(&raw).ok_or_else(|| {
+                ParseError::invalid(field(prefix, "template_category"), "must be one of marketing, marketing_lite, utility, authentication, authentication_international, service")
+            })?;
+            (name, Some(cat))
+        } else {
+            (String::new(), None)
+        };
+        let sent_at_ms = match self.sent_at.as_deref() {
+            None => now_ms,
+            Some(s) => chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_millis())
+                .map_err(|_| {
+                    ParseError::invalid(field(prefix, "sent_at"), "must be an RFC 3339 time")
+                })?,
+        };
+        if let Some(r) = &self.reservation_id {
+            bounded(prefix, "reservation_id", r, 128)?;
+        }
+        let error = self.error.map(|e| -> Result<MessageError, ParseError> {
+            let code = match &e.code {
+                serde_json::Value::Number(n) if n.is_i64() => n.to_string(),
+                serde_json::Value::String(s)
+                    if !s.is_empty() && s.len() <= 12 && s.bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    s.clone()
+                }
+                _ => {
+                    return Err(ParseError::invalid(
+                        field(prefix, "error.code"),
+                        "must be an integer error code",
+                    ))
+                }
+            };
+            Ok(MessageError {
+                code,
+                title: e.title.unwrap_or_default(),
+                ..Default::default()
+            })
+        });
+        Ok(Event::Sent(SentMessage {
+            provider,
+            channel,
+            message_id: self.message_id,
+            phone,
+            hook: Hook {
+                is_template: self.is_template,
+                template,
+                category,
+                sent_at_ms,
+            },
+            error: error.transpose()?,
+            reservation_id: self.reservation_id,
+        }))
+    }
+}
+
+/// Send hook: idempotent per (provider, message_id). 202 `{"accepted": n, "duplicates": m}`.
+async fn sent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<SentReply>)> {
+    let items: Vec<(String, SentIn)> = read_json_items(&headers, body).await?;
+    let now = state.clock.now_ms();
+    let events = items
+        .into_iter()
+        .map(|(prefix, item)| item.into_event(&prefix, now))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (tally, hooks) = state.ledger.record(&events).await?;
+    state.metrics.record(&tally);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(SentReply {
+            accepted: hooks.accepted,
+            duplicates: hooks.duplicates,
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct AiIn {
+    operation: String,
+    model: String,
+    latency_ms: f64,
+    outcome: String,
+    #[serde(default)]
+    intent: Option<String>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cost: Option<f64>,
+    #[serde(default)]
+    currency: Option<String>,
+}
+
+impl AiIn {
+    fn validate(&self, prefix: &str) -> Result<(), ParseError> {
+        bounded(prefix, "operation", &self.operation, 128)?;
+        bounded(prefix, "model", &self.model, 128)?;
+        if let Some(i) = &self.intent {
+            bounded(prefix, "intent", i, 128)?;
+        }
+        if !(self.latency_ms.is_finite() && (0.0..=86_400_000.0).contains(&self.latency_ms)) {
+            return Err(ParseError::invalid(
+                field(prefix, "latency_ms"),
+                "must be a number of milliseconds between 0 and one day",
+            ));
+        }
+        if !matches!(self.outcome.as_str(), "ok" | "error") {
+            return Err(ParseError::invalid(
+                field(prefix, "outcome"),
+                "must be ok or error",
+            ));
+        }
+        if self.cost.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
+            return Err(ParseError::invalid(
+                field(prefix, "cost"),
+                "must be a finite number of at least 0",
+            ));
+        }
+        if let Some(c) = &self.currency {
+            if !(c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())) {
+                return Err(ParseError::invalid(
+                    field(prefix, "currency"),
+                    "must be a 3-letter ISO 4217 code such as USD",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// AI call reports are counted as they come: they are not provider events and carry no id
+/// to dedupe by. The whole batch is checked before anything is counted.
+async fn ai(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>)> {
+    let items: Vec<(String, AiIn)> = read_json_items(&headers, body).await?;
+    for (prefix, item) in &items {
+        item.validate(prefix)?;
+    }
+    for (_, a) in &items {
+        state.metrics.record_ai(&AiObservation {
+            operation: &a.operation,
+            model: &a.model,
+            ok: a.outcome == "ok",
+            seconds: a.latency_ms / 1000.0,
+            intent: a.intent.as_deref(),
+            input_tokens: a.input_tokens.unwrap_or(0),
+            output_tokens: a.output_tokens.unwrap_or(0),
+            cost: a.cost.map(|c| (c, a.currency.as_deref().unwrap_or("USD"))),
+        });
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"accepted": items.len()})),
+    ))
+}

@@ -1,0 +1,143 @@
+//! Provider webhooks: Meta's handshake and events, Twilio's callbacks.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{OriginalUri, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use secrecy::ExposeSecret;
+
+use super::body::{read_limited, require_content_type, FORM, JSON};
+use super::error::{ApiError, Result};
+use super::AppState;
+use crate::domain::{Outcome, Provider};
+use crate::events::Event;
+use crate::providers::{constant_time_eq, meta, twilio};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/webhooks/meta", get(meta_handshake).post(meta_events))
+        .route("/webhooks/twilio", post(twilio_events))
+}
+
+/// Meta's subscription handshake: echo `hub.challenge` when mode and token match.
+async fn meta_handshake(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<impl IntoResponse> {
+    let expected = state
+        .config
+        .meta_verify_token
+        .as_ref()
+        .ok_or(ApiError::Forbidden)?;
+    let token_ok = q
+        .get("hub.verify_token")
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), expected.expose_secret().as_bytes()));
+    match (
+        q.get("hub.mode").map(String::as_str),
+        token_ok,
+        q.get("hub.challenge"),
+    ) {
+        (Some("subscribe"), true, Some(challenge)) => Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            challenge.clone(),
+        )),
+        _ => Err(ApiError::Forbidden),
+    }
+}
+
+async fn meta_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode> {
+    let events = parse_meta(&state, &headers, body).await.inspect_err(|_| {
+        state
+            .metrics
+            .webhook_event(Provider::Meta, Outcome::Rejected)
+    })?;
+    store_and_count(&state, &events).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn parse_meta(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<Event>> {
+    require_content_type(headers, JSON)?;
+    let bytes = read_limited(headers, body).await?;
+    if let Some(secret) = &state.config.meta_app_secret {
+        let header = headers
+            .get("x-hub-signature-256")
+            .and_then(|v| v.to_str().ok());
+        if !meta::verify_signature(secret.expose_secret().as_bytes(), &bytes, header) {
+            return Err(ApiError::Unauthorized(
+                "missing or invalid X-Hub-Signature-256",
+            ));
+        }
+    }
+    Ok(meta::parse(&bytes)?)
+}
+
+const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
+
+async fn twilio_events(
+    State(state): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse> {
+    let path = uri
+        .path_and_query()
+        .map_or("/webhooks/twilio", |p| p.as_str());
+    let event = parse_twilio(&state, path, &headers, body)
+        .await
+        .inspect_err(|_| {
+            state
+                .metrics
+                .webhook_event(Provider::Twilio, Outcome::Rejected)
+        })?;
+    store_and_count(&state, std::slice::from_ref(&event)).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        EMPTY_TWIML,
+    ))
+}
+
+async fn parse_twilio(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Event> {
+    require_content_type(headers, FORM)?;
+    let bytes = read_limited(headers, body).await?;
+    let params = twilio::parse_form(&bytes)?;
+    if let Some(token) = &state.config.twilio_auth_token {
+        // Checked at start-up: a token requires PUBLIC_URL.
+        let base = state
+            .config
+            .public_url
+            .as_deref()
+            .unwrap_or_default()
+            .trim_end_matches('/');
+        let url = format!("{base}{path}");
+        let header = headers
+            .get("x-twilio-signature")
+            .and_then(|v| v.to_str().ok());
+        if !twilio::verify_signature(token.expose_secret().as_bytes(), &url, &params, header) {
+            return Err(ApiError::Unauthorized(
+                "missing or invalid X-Twilio-Signature",
+            ));
+        }
+    }
+    Ok(twilio::parse(&params)?)
+}
+
+/// Stores events in one transaction, then counts what the commit made countable. On a
+/// database error nothing is counted and the provider gets 503, so its retry counts once.
+async fn store_and_count(state: &AppState, events: &[Event]) -> Result<()> {
+    let (tally, _) = state.ledger.record(events).await?;
+    state.metrics.record(&tally);
+    Ok(())
+}

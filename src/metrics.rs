@@ -1,0 +1,576 @@
+//! Every metric of CONTRACT §4, in one struct of prometheus-client families, and the
+//! label-cardinality guard. Nothing else touches the registry.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::domain::category;
+use crate::domain::tally::{Latency, Tally};
+use crate::domain::{Outcome, Provider};
+
+/// Provider → handset: most messages arrive within seconds, but an offline phone takes
+/// hours and Meta retries undelivered templates for up to 30 days.
+pub const DELIVERY_BUCKETS: [f64; 14] = [
+    0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+/// Delivered → read: people read within minutes to a day.
+pub const READ_BUCKETS: [f64; 13] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0,
+];
+/// User message → bot reply: a bot answers in seconds, a human agent in minutes.
+pub const RESPONSE_BUCKETS: [f64; 13] = [
+    0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0,
+];
+/// One AI call: sub-second classification to tens of seconds of generation.
+pub const AI_BUCKETS: [f64; 12] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+type Hist = Family<LatencyLabels, Histogram, fn() -> Histogram>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutboundLabels {
+    pub provider: &'static str,
+    pub channel: &'static str,
+    pub status: &'static str,
+    pub template: String,
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InboundLabels {
+    pub provider: &'static str,
+    pub channel: &'static str,
+    #[prometheus(flatten)]
+    pub kind: TypeLabel,
+}
+
+/// `type` is a Rust keyword, so the field is spelled out by hand.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct TypeLabel(pub &'static str);
+
+impl EncodeLabelSet for TypeLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        ("type", self.0).encode(encoder.encode_label())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub provider: &'static str,
+    pub channel: &'static str,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CostLabels {
+    pub provider: &'static str,
+    pub channel: &'static str,
+    pub category: &'static str,
+    pub template: String,
+    pub currency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub provider: &'static str,
+    pub channel: &'static str,
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderChannel {
+    pub provider: &'static str,
+    pub channel: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AiLabels {
+    pub operation: String,
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AiRequestLabels {
+    pub operation: String,
+    pub model: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub model: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelCurrency {
+    pub model: String,
+    pub currency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntentLabels {
+    pub intent: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub provider: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LabelName {
+    pub label: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+/// Values that are never counted toward the cardinality limit.
+const FIXED_VALUES: [&str; 3] = ["none", "unknown", "other"];
+
+/// Keeps one label at most `max` distinct values; later new values become `other`.
+pub struct LabelGuard {
+    name: &'static str,
+    max: usize,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl LabelGuard {
+    fn new(name: &'static str, max: usize) -> Self {
+        Self {
+            name,
+            max,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn admit(&self, value: &str, overflow: &Family<LabelName, Counter>) -> String {
+        if FIXED_VALUES.contains(&value) {
+            return value.to_owned();
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(value) {
+            return value.to_owned();
+        }
+        if seen.len() < self.max {
+            seen.insert(value.to_owned());
+            return value.to_owned();
+        }
+        overflow
+            .get_or_create(&LabelName { label: self.name })
+            .inc();
+        "other".to_owned()
+    }
+}
+
+/// An AI call as the `/v1/events/ai` handler validated it.
+pub struct AiObservation<'a> {
+    pub operation: &'a str,
+    pub model: &'a str,
+    pub ok: bool,
+    pub seconds: f64,
+    pub intent: Option<&'a str>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost: Option<(f64, &'a str)>,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    outbound: Family<OutboundLabels, Counter>,
+    inbound: Family<InboundLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
+    delivery_latency: Hist,
+    read_latency: Hist,
+    response_latency: Family<ProviderChannel, Histogram, fn() -> Histogram>,
+    ai_latency: Family<AiLabels, Histogram, fn() -> Histogram>,
+    ai_requests: Family<AiRequestLabels, Counter>,
+    ai_tokens: Family<TokenLabels, Counter>,
+    ai_cost: Family<ModelCurrency, Counter<f64, AtomicU64>>,
+    ai_intents: Family<IntentLabels, Counter>,
+    sessions_active: Gauge,
+    presend: Family<DecisionLabels, Counter>,
+    webhook_events: Family<WebhookLabels, Counter>,
+    label_overflow: Family<LabelName, Counter>,
+    http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    ready: Gauge,
+    template: LabelGuard,
+    code: LabelGuard,
+    model: LabelGuard,
+    operation: LabelGuard,
+    intent: LabelGuard,
+}
+
+fn delivery_histogram() -> Histogram {
+    Histogram::new(DELIVERY_BUCKETS)
+}
+fn read_histogram() -> Histogram {
+    Histogram::new(READ_BUCKETS)
+}
+fn response_histogram() -> Histogram {
+    Histogram::new(RESPONSE_BUCKETS)
+}
+fn ai_histogram() -> Histogram {
+    Histogram::new(AI_BUCKETS)
+}
+fn http_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
+}
+
+impl Metrics {
+    pub fn new(max_label_values: usize) -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            outbound: Family::default(),
+            inbound: Family::default(),
+            errors: Family::default(),
+            cost: Family::default(),
+            delivery_latency: Family::new_with_constructor(delivery_histogram),
+            read_latency: Family::new_with_constructor(read_histogram),
+            response_latency: Family::new_with_constructor(response_histogram),
+            ai_latency: Family::new_with_constructor(ai_histogram),
+            ai_requests: Family::default(),
+            ai_tokens: Family::default(),
+            ai_cost: Family::default(),
+            ai_intents: Family::default(),
+            sessions_active: Gauge::default(),
+            presend: Family::default(),
+            webhook_events: Family::default(),
+            label_overflow: Family::default(),
+            http_duration: Family::new_with_constructor(http_histogram),
+            ready: Gauge::default(),
+            template: LabelGuard::new("template", max_label_values),
+            code: LabelGuard::new("code", max_label_values),
+            model: LabelGuard::new("model", max_label_values),
+            operation: LabelGuard::new("operation", max_label_values),
+            intent: LabelGuard::new("intent", max_label_values),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "messaging_outbound_messages",
+            "Outbound messages by status, each (message, status) counted once",
+            m.outbound.clone(),
+        );
+        r.register(
+            "messaging_inbound_messages",
+            "Inbound user messages by type",
+            m.inbound.clone(),
+        );
+        r.register(
+            "messaging_message_errors",
+            "Failed messages and provider errors by error code",
+            m.errors.clone(),
+        );
+        r.register(
+            "messaging_cost",
+            "Message cost, counted once per message at delivery",
+            m.cost.clone(),
+        );
+        r.register_with_unit(
+            "messaging_delivery_latency",
+            "Send to delivered, once per message",
+            Unit::Seconds,
+            m.delivery_latency.clone(),
+        );
+        r.register_with_unit(
+            "messaging_read_latency",
+            "Delivered to read, once per message",
+            Unit::Seconds,
+            m.read_latency.clone(),
+        );
+        r.register_with_unit(
+            "messaging_response_latency",
+            "Inbound user message to the next outbound message to that phone",
+            Unit::Seconds,
+            m.response_latency.clone(),
+        );
+        r.register_with_unit(
+            "messaging_ai_latency",
+            "AI call latency as reported by the bot",
+            Unit::Seconds,
+            m.ai_latency.clone(),
+        );
+        r.register(
+            "messaging_ai_requests",
+            "AI calls by outcome",
+            m.ai_requests.clone(),
+        );
+        r.register(
+            "messaging_ai_tokens",
+            "AI tokens by direction",
+            m.ai_tokens.clone(),
+        );
+        r.register(
+            "messaging_ai_cost",
+            "AI spend as reported by the bot",
+            m.ai_cost.clone(),
+        );
+        r.register(
+            "messaging_ai_intents",
+            "Intents the AI classified",
+            m.ai_intents.clone(),
+        );
+        r.register(
+            "messaging_sessions_active",
+            "Phones with an open 24-hour customer-service window",
+            m.sessions_active.clone(),
+        );
+        r.register(
+            "messaging_presend_checks",
+            "Pre-send decisions by reason",
+            m.presend.clone(),
+        );
+        r.register(
+            "messaging_webhook_events",
+            "Provider webhook items by outcome",
+            m.webhook_events.clone(),
+        );
+        r.register(
+            "messaging_label_overflow",
+            "Label values reported as other because the label reached its limit",
+            m.label_overflow.clone(),
+        );
+        r.register_with_unit(
+            "messaging_exporter_http_request_duration",
+            "HTTP request latency by route",
+            Unit::Seconds,
+            m.http_duration.clone(),
+        );
+        r.register(
+            "messaging_exporter_ready",
+            "1 when the database answers, else 0",
+            m.ready.clone(),
+        );
+        let build = Family::<VersionLabel, Gauge>::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        r.register("messaging_exporter_build_info", "Build information", build);
+        // Known combinations start at zero, so rate() works from the first scrape.
+        for p in [Provider::Meta, Provider::Twilio] {
+            for o in Outcome::ALL {
+                let _ = m.webhook_events.get_or_create(&WebhookLabels {
+                    provider: p.as_str(),
+                    outcome: o.as_str(),
+                });
+            }
+        }
+        for label in ["template", "code", "model", "operation", "intent"] {
+            let _ = m.label_overflow.get_or_create(&LabelName { label });
+        }
+        Self { registry, ..m }
+    }
+
+    /// Increments what a committed transaction made countable.
+    pub fn record(&self, t: &Tally) {
+        for o in &t.outbound {
+            let template = self.template.admit(&o.template, &self.label_overflow);
+            self.outbound
+                .get_or_create(&OutboundLabels {
+                    provider: o.provider.as_str(),
+                    channel: o.channel.as_str(),
+                    status: o.status.as_str(),
+                    template,
+                    category: category::label(o.category),
+                })
+                .inc();
+        }
+        for (p, c, kind) in &t.inbound {
+            self.inbound
+                .get_or_create(&InboundLabels {
+                    provider: p.as_str(),
+                    channel: c.as_str(),
+                    kind: TypeLabel(kind),
+                })
+                .inc();
+        }
+        for (p, c, code) in &t.errors {
+            let code = self.code.admit(code, &self.label_overflow);
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    provider: p.as_str(),
+                    channel: c.as_str(),
+                    code,
+                })
+                .inc();
+        }
+        for c in &t.cost {
+            let template = self.template.admit(&c.template, &self.label_overflow);
+            self.cost
+                .get_or_create(&CostLabels {
+                    provider: c.provider.as_str(),
+                    channel: c.channel.as_str(),
+                    category: category::label(c.category),
+                    template,
+                    currency: c.currency.clone(),
+                })
+                .inc_by(c.amount);
+        }
+        observe_all(&self.delivery_latency, &t.delivery_latency);
+        observe_all(&self.read_latency, &t.read_latency);
+        for l in &t.response_latency {
+            self.response_latency
+                .get_or_create(&ProviderChannel {
+                    provider: l.provider.as_str(),
+                    channel: l.channel.as_str(),
+                })
+                .observe(l.seconds);
+        }
+        for (p, o) in &t.webhook {
+            self.webhook_event(*p, *o);
+        }
+    }
+
+    pub fn webhook_event(&self, provider: Provider, outcome: Outcome) {
+        self.webhook_events
+            .get_or_create(&WebhookLabels {
+                provider: provider.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub fn record_ai(&self, a: &AiObservation<'_>) {
+        let operation = self.operation.admit(a.operation, &self.label_overflow);
+        let model = self.model.admit(a.model, &self.label_overflow);
+        self.ai_latency
+            .get_or_create(&AiLabels {
+                operation: operation.clone(),
+                model: model.clone(),
+            })
+            .observe(a.seconds);
+        let outcome = if a.ok { "ok" } else { "error" };
+        self.ai_requests
+            .get_or_create(&AiRequestLabels {
+                operation,
+                model: model.clone(),
+                outcome,
+            })
+            .inc();
+        for (direction, n) in [("input", a.input_tokens), ("output", a.output_tokens)] {
+            if n > 0 {
+                self.ai_tokens
+                    .get_or_create(&TokenLabels {
+                        model: model.clone(),
+                        direction,
+                    })
+                    .inc_by(n);
+            }
+        }
+        if let Some((amount, currency)) = a.cost {
+            self.ai_cost
+                .get_or_create(&ModelCurrency {
+                    model: model.clone(),
+                    currency: currency.to_owned(),
+                })
+                .inc_by(amount);
+        }
+        if let Some(intent) = a.intent {
+            let intent = self.intent.admit(intent, &self.label_overflow);
+            self.ai_intents
+                .get_or_create(&IntentLabels { intent })
+                .inc();
+        }
+    }
+
+    pub fn record_presend(&self, decision: &'static str, reason: &'static str) {
+        self.presend
+            .get_or_create(&DecisionLabels { decision, reason })
+            .inc();
+    }
+
+    pub fn set_sessions_active(&self, n: i64) {
+        self.sessions_active.set(n);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    pub fn observe_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http_duration
+            .get_or_create(&HttpLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .observe(seconds);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(64 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn observe_all(h: &Hist, obs: &[Latency]) {
+    for l in obs {
+        h.get_or_create(&LatencyLabels {
+            provider: l.provider.as_str(),
+            channel: l.channel.as_str(),
+            category: category::label(l.category),
+        })
+        .observe(l.seconds);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_admits_up_to_max_then_reports_other_and_counts_overflow() {
+        let overflow = Family::<LabelName, Counter>::default();
+        let g = LabelGuard::new("template", 2);
+        assert_eq!(g.admit("a", &overflow), "a");
+        assert_eq!(g.admit("unknown", &overflow), "unknown");
+        assert_eq!(g.admit("b", &overflow), "b");
+        assert_eq!(g.admit("c", &overflow), "other");
+        assert_eq!(g.admit("a", &overflow), "a");
+        assert_eq!(
+            overflow
+                .get_or_create(&LabelName { label: "template" })
+                .get(),
+            1
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Storage: one sqlx `Any` pool over Postgres or SQLite, chosen by `DATABASE_URL`.
+//! The SQL is the dialect both share (`$n` placeholders, `ON CONFLICT … RETURNING`),
+//! so there is one code path; the database is a detail behind it.
+
+pub mod inbound;
+pub mod messages;
+pub mod sessions;
+pub mod settings;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The process's one pool, plus what SQLite needs to serialise writers.
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite allows one writer at a time; taking this lock before `BEGIN` turns
+    /// would-be `SQLITE_BUSY` errors into a short queue. `None` on Postgres, where row
+    /// locks order concurrent writers.
+    write_lock: Option<Arc<Mutex<()>>>,
+}
+
+/// A write transaction (and, on SQLite, the writer lock held until it ends).
+pub struct WriteTx {
+    pub tx: Transaction<'static, Any>,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    /// Longest wait for a connection or a statement before the request fails with 503.
+    pub timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `sqlite://file.db` creates the file when absent (`mode=rwc`), as the contract promises.
+fn normalise_url(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_owned()
+    }
+}
+
+impl Db {
+    pub async fn connect(url: &str, opts: &DbOptions) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!("DATABASE_URL must start with postgres:// or sqlite://");
+        };
+        let url = normalise_url(url);
+        let connect_opts: AnyConnectOptions = url.parse().context("parsing DATABASE_URL")?;
+        let timeout_ms = opts.timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { opts.max_connections.min(8) } else { opts.max_connections })
+            .acquire_timeout(opts.timeout)
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    let setup = match backend {
+                        // A statement that hangs (a held lock) fails instead of piling up.
+                        Backend::Postgres => format!("SET statement_timeout = {timeout_ms}"),
+                        Backend::Sqlite => format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = {timeout_ms}"
+                        ),
+                    };
+                    conn.execute(sqlx::raw_sql(&setup)).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(connect_opts)
+            .await
+            .with_context(|| format!("connecting to the {backend:?} database"))?;
+        let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Ok(Self {
+            pool,
+            backend,
+            write_lock,
+        })
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .context("running database migrations")
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _guard: guard })
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Postgres reports deadlocks and serialisation failures; the transaction is simply
+/// run again.
+pub fn is_retryable(err: &sqlx::Error) -> bool {
+    matches!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("40P01") | Some("40001")
+    )
+}
