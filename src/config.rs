@@ -44,8 +44,8 @@ pub struct Config {
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<SecretString>,
 
-    /// The public base URL Twilio posts to (scheme and host, e.g. `https://hooks.example.com`);
-    /// the signed URL is this plus the request's path and query.
+    /// The public URL Twilio posts to for `/webhooks/twilio` (e.g. `https://hooks.example.com/twilio`).
+    /// A request to `/webhooks/twilio/status?x=1` was signed as this URL plus `/status?x=1`.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
 

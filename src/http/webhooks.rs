@@ -20,7 +20,10 @@ use crate::providers::{constant_time_eq, meta, twilio};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/webhooks/meta", get(meta_handshake).post(meta_events))
-        .route("/webhooks/twilio", post(twilio_events))
+        .route(TWILIO_PATH, post(twilio_events))
+        // Sub-paths let status callbacks and incoming messages use distinct public URLs
+        // (e.g. `…/twilio/status`, `…/twilio/inbound`) behind one exporter route.
+        .route("/webhooks/twilio/{*rest}", post(twilio_events))
 }
 
 /// Meta's subscription handshake: echo `hub.challenge` when mode and token match.
@@ -79,6 +82,8 @@ async fn parse_meta(state: &AppState, headers: &HeaderMap, body: Body) -> Result
     Ok(meta::parse(&bytes)?)
 }
 
+const TWILIO_PATH: &str = "/webhooks/twilio";
+
 const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
 async fn twilio_events(
@@ -106,7 +111,7 @@ async fn twilio_events(
 
 async fn parse_twilio(
     state: &AppState,
-    path: &str,
+    suffix: &str,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Event> {
@@ -121,7 +126,7 @@ async fn parse_twilio(
             .as_deref()
             .unwrap_or_default()
             .trim_end_matches('/');
-        let url = format!("{base}{path}");
+        let url = format!("{base}{suffix}");
         let header = headers
             .get("x-twilio-signature")
             .and_then(|v| v.to_str().ok());
