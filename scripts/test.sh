@@ -29,10 +29,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Databases left by failed runs of earlier test sessions (kept for inspection) go now.
-psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
-  "SELECT datname FROM pg_database WHERE datname LIKE 'me\_test\_%' OR datname LIKE 'mon\_%'" 2>/dev/null |
-  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null || true; done
-
 log "cargo test"
 cargo test --locked "$@"
