@@ -92,10 +92,11 @@ async fn twilio_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse> {
-    let path = uri
-        .path_and_query()
-        .map_or("/webhooks/twilio", |p| p.as_str());
-    let event = parse_twilio(&state, path, &headers, body)
+    // PUBLIC_URL stands for `/webhooks/twilio`: what follows it (sub-path, query) is
+    // appended to form the URL Twilio signed.
+    let full = uri.path_and_query().map_or(TWILIO_PATH, |p| p.as_str());
+    let suffix = full.strip_prefix(TWILIO_PATH).unwrap_or(full);
+    let event = parse_twilio(&state, suffix, &headers, body)
         .await
         .inspect_err(|_| {
             state
