@@ -1,1 +1,247 @@
+//! Exactly once across replicas sharing one Postgres, and through a database outage.
 
+use std::time::Duration;
+
+use messaging_exporter::clock::ManualClock;
+use serde_json::json;
+
+use crate::helpers::{
+    config_for, meta_inbound, meta_status, template_hook, Backend, PgProxy, Scrape, TestApp,
+    TestDb, T0_MS,
+};
+
+const MESSAGES: usize = 60;
+
+/// One request of a bot's traffic: a send hook or a Meta webhook.
+#[derive(Clone)]
+enum Req {
+    Hook(serde_json::Value),
+    Meta(Vec<u8>),
+}
+
+async fn send(app: &TestApp, req: &Req) -> u16 {
+    match req {
+        Req::Hook(v) => app.post_json("/v1/events/sent", v).await.status().as_u16(),
+        Req::Meta(b) => app.post_meta(b).await.status().as_u16(),
+    }
+}
+
+/// Per message: hook, sent, delivered, read (statuses sometimes ahead of the hook), and
+/// an inbound message for every third.
+fn traffic() -> Vec<Req> {
+    let t = T0_MS / 1000;
+    let mut reqs = Vec::new();
+    for i in 0..MESSAGES {
+        let id = format!("wamid.rep{i}");
+        let phone = format!("9198{:08}", i);
+        let hook = Req::Hook(template_hook(
+            &id,
+            &phone,
+            "promo",
+            "marketing",
+            T0_MS + i as i64 * 1000,
+        ));
+        let statuses = [("sent", 1), ("delivered", 3), ("read", 60)]
+            .map(|(s, dt)| Req::Meta(meta_status(&id, s, t + i as i64 + dt, &phone)));
+        if i % 2 == 0 {
+            reqs.push(hook);
+            reqs.extend(statuses);
+        } else {
+            reqs.extend(statuses);
+            reqs.push(hook);
+        }
+        if i % 3 == 0 {
+            reqs.push(Req::Meta(meta_inbound(
+                &format!("wamid.in{i}"),
+                &phone,
+                t + i as i64,
+            )));
+        }
+    }
+    reqs
+}
+
+/// Sends requests eight at a time, as a provider's concurrent deliveries would arrive.
+async fn send_concurrently(app: &TestApp, reqs: Vec<Req>) -> Vec<u16> {
+    let mut codes = Vec::new();
+    for chunk in reqs.chunks(8) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for r in chunk.iter().cloned() {
+            let (client, base) = (app.client.clone(), app.url(""));
+            tasks.spawn(async move {
+                let resp = match r {
+                    Req::Hook(v) => {
+                        client
+                            .post(format!("{base}/v1/events/sent"))
+                            .json(&v)
+                            .send()
+                            .await
+                    }
+                    Req::Meta(b) => {
+                        client
+                            .post(format!("{base}/webhooks/meta"))
+                            .header("content-type", "application/json")
+                            .body(b)
+                            .send()
+                            .await
+                    }
+                };
+                resp.unwrap().status().as_u16()
+            });
+        }
+        codes.extend(tasks.join_all().await);
+    }
+    codes
+}
+
+fn expect_totals(s: &Scrape) {
+    for status in ["accepted", "sent", "delivered", "read"] {
+        assert_eq!(
+            s.sum(
+                "messaging_outbound_messages_total",
+                &[("template", "promo"), ("status", status)]
+            ),
+            MESSAGES as f64,
+            "{status}"
+        );
+    }
+    assert_eq!(
+        s.sum(
+            "messaging_outbound_messages_total",
+            &[("template", "unknown")]
+        ),
+        0.0
+    );
+    assert!((s.sum("messaging_cost_total", &[]) - MESSAGES as f64 * 0.75).abs() < 1e-9);
+    assert_eq!(
+        s.sum("messaging_delivery_latency_seconds_count", &[]),
+        MESSAGES as f64
+    );
+    assert_eq!(
+        s.sum("messaging_read_latency_seconds_count", &[]),
+        MESSAGES as f64
+    );
+    assert_eq!(
+        s.sum("messaging_inbound_messages_total", &[]),
+        (MESSAGES / 3) as f64
+    );
+}
+
+fn merged(a: &Scrape, b: &Scrape) -> Scrape {
+    let mut out = a.clone();
+    for (k, v) in &b.series {
+        *out.series.entry(k.clone()).or_insert(0.0) += v;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_receiving_halves_and_duplicates_count_exactly_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let clock = ManualClock::new(T0_MS + 1_000_000);
+    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let b = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let reqs = traffic();
+    // Even requests to A, odd to B, every fifth to both: Meta retries reach any replica.
+    let for_a: Vec<_> = reqs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 0 || i % 5 == 0)
+        .map(|(_, r)| r.clone())
+        .collect();
+    let for_b: Vec<_> = reqs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1 || i % 5 == 0)
+        .map(|(_, r)| r.clone())
+        .collect();
+    let (codes_a, codes_b) =
+        tokio::join!(send_concurrently(&a, for_a), send_concurrently(&b, for_b));
+    assert!(
+        codes_a
+            .iter()
+            .chain(&codes_b)
+            .all(|c| *c == 200 || *c == 202),
+        "all stored: {codes_a:?} {codes_b:?}"
+    );
+    let total = merged(&a.scrape().await, &b.scrape().await);
+    expect_totals(&total);
+    let wh = |o| total.sum("messaging_webhook_events_total", &[("outcome", o)]);
+    let webhooks = reqs.iter().filter(|r| matches!(r, Req::Meta(_))).count() as f64;
+    let dup_webhooks = reqs
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| i % 5 == 0 && matches!(r, Req::Meta(_)))
+        .count() as f64;
+    assert_eq!((wh("processed"), wh("duplicate")), (webhooks, dup_webhooks));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_means_503_and_the_providers_retries_count_exactly_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = PgProxy::start().await;
+    let app = TestApp::spawn_with(
+        config_for(&db.url_via(&proxy)),
+        ManualClock::new(T0_MS + 1_000_000),
+    )
+    .await;
+    let reqs = traffic();
+    let (first, rest) = reqs.split_at(reqs.len() / 2);
+    for r in first {
+        assert!(matches!(send(&app, r).await, 200 | 202));
+    }
+
+    proxy.down();
+    let started = std::time::Instant::now();
+    let mut refused = Vec::new();
+    for r in rest.iter().take(12) {
+        let code = send(&app, r).await;
+        assert_eq!(code, 503, "never 200 for something not stored");
+        refused.push(r.clone());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(12 * 3),
+        "each 503 comes within the database timeout"
+    );
+    let resp = app.client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = app
+        .post_json(
+            "/v1/events/sent",
+            &json!({"message_id": "x", "phone": "919812345678"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    let during = app.scrape().await;
+    assert_eq!(
+        during.sum("messaging_webhook_events_total", &[("outcome", "rejected")]),
+        0.0,
+        "a 503 counts nowhere"
+    );
+
+    proxy.up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "service did not resume after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The providers retry what got 503, then the stream goes on, some of it twice.
+    for r in refused.iter().chain(rest).chain(first.iter().take(10)) {
+        assert!(matches!(send(&app, r).await, 200 | 202));
+    }
+    expect_totals(&app.scrape().await);
+}
