@@ -325,6 +325,29 @@ mod tests {
     }
 
     #[test]
+    fn verifies_the_documented_signatures_of_the_fixtures() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/meta");
+        for (file, header) in [
+            (
+                "batch_mixed.json",
+                "sha256=43b5345511aa537841a80dcd9d3812d428c83ef36c2c27653147e45ae60ad700",
+            ),
+            (
+                "status_failed_131047.json",
+                "sha256=06ac07d89f0739729eb1873b1ec203367a0c5c985e00775dfc0587691078c00f",
+            ),
+            (
+                "webhook_level_error.json",
+                "sha256=991b54a36ba855d5621dac8a594d98535488fa2f71045fc337bcf36ab288d6fa",
+            ),
+        ] {
+            let body = std::fs::read(dir.join(file)).expect("shared/fixtures beside the checkout");
+            assert_eq!(sign(b"fixture-app-secret", &body), header, "{file}");
+            assert!(verify_signature(b"fixture-app-secret", &body, Some(header)));
+        }
+    }
+
+    #[test]
     fn played_counts_as_read_and_unknown_statuses_are_ignored() {
         let body = br#"{"entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[
             {"id":"w1","status":"played","timestamp":"1758621600","recipient_id":"919876543210"},

@@ -223,6 +223,33 @@ mod tests {
     }
 
     #[test]
+    fn verifies_the_documented_signatures_of_the_fixtures() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/twilio");
+        for (file, url, header) in [
+            (
+                "status_delivered.txt",
+                "https://hooks.example.com/twilio/status",
+                "qpbgCem62vhk2JN7gA+8CX27/MQ=",
+            ),
+            (
+                "status_read_whatsapp.txt",
+                "https://hooks.example.com/twilio/status",
+                "QbYQUIXZZ8Lue3NZ1/KoUr3q5zI=",
+            ),
+            (
+                "inbound_sms.txt",
+                "https://hooks.example.com/twilio/inbound",
+                "5qMr0nlKLL6ziPEt6O2LClRzFYI=",
+            ),
+        ] {
+            let body = std::fs::read(dir.join(file)).expect("shared/fixtures beside the checkout");
+            let params = parse_form(&body).unwrap();
+            assert_eq!(sign(b"fixture-auth-token", url, &params), header, "{file}");
+        }
+    }
+
+    #[test]
     fn maps_statuses_and_ignores_intermediate_ones() {
         let ev = |status: &str| {
             parse(&p(&[
