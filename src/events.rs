@@ -133,3 +133,36 @@ pub fn unix_seconds_to_ms(raw: &str) -> Option<i64> {
         .contains(&secs)
         .then_some(secs * 1000)
 }
+
+/// Free text from a payload made safe to store: NUL bytes (which Postgres refuses in
+/// text) removed and the length capped at `max_bytes` on a character boundary.
+pub fn clean_text(raw: &str, max_bytes: usize) -> String {
+    let mut out: String = raw.chars().filter(|c| *c != '\0').collect();
+    if out.len() > max_bytes {
+        let mut end = max_bytes;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_text_drops_nul_and_caps_on_a_char_boundary() {
+        assert_eq!(clean_text("a\0b", 10), "ab");
+        assert_eq!(clean_text("ééé", 3), "é");
+    }
+
+    #[test]
+    fn unix_seconds_must_be_a_plausible_time() {
+        assert_eq!(unix_seconds_to_ms("1758621600"), Some(1_758_621_600_000));
+        assert_eq!(unix_seconds_to_ms("17586216000000"), None);
+        assert_eq!(unix_seconds_to_ms("-5"), None);
+        assert_eq!(unix_seconds_to_ms("soon"), None);
+    }
+}

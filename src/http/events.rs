@@ -15,7 +15,7 @@ use crate::domain::category::Category;
 use crate::domain::message::{Hook, MessageError};
 use crate::domain::phone::Phone;
 use crate::domain::{Channel, Provider};
-use crate::events::{Event, ParseError, SentMessage};
+use crate::events::{clean_text, Event, ParseError, SentMessage};
 use crate::metrics::AiObservation;
 
 pub fn router() -> Router<AppState> {
@@ -196,7 +196,7 @@ impl SentIn {
             };
             Ok(MessageError {
                 code,
-                title: e.title.unwrap_or_default(),
+                title: e.title.map_or_else(String::new, |t| clean_text(&t, 2048)),
                 ..Default::default()
             })
         });

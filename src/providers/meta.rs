@@ -12,7 +12,7 @@ use crate::domain::pricing::MetaPricing;
 use crate::domain::status::Status;
 use crate::domain::{inbound_type_label, Channel, Provider};
 use crate::events::{
-    unix_seconds_to_ms, Event, InboundMessage, ParseError, StatusUpdate, WebhookError,
+    clean_text, unix_seconds_to_ms, Event, InboundMessage, ParseError, StatusUpdate, WebhookError,
 };
 
 /// True when `header` (`sha256=<hex>`) is HMAC-SHA256 of the raw body under `secret`.
@@ -131,9 +131,9 @@ struct NonEmpty(String);
 impl<'de> Deserialize<'de> for NonEmpty {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        if s.is_empty() || s.len() > 256 {
+        if s.is_empty() || s.len() > 256 || s.contains('\0') {
             return Err(de::Error::custom(
-                "expected a non-empty id of at most 256 bytes",
+                "expected a non-empty id of at most 256 bytes, without NUL",
             ));
         }
         Ok(NonEmpty(s))
@@ -188,15 +188,12 @@ impl<'de> Deserialize<'de> for ErrorCode {
 
 impl RawError {
     fn to_message_error(&self) -> MessageError {
+        let text = |s: Option<&String>| s.map_or_else(String::new, |s| clean_text(s, 2048));
         MessageError {
             code: self.code.0.clone(),
-            title: self.title.clone().unwrap_or_default(),
-            message: self.message.clone().unwrap_or_default(),
-            details: self
-                .error_data
-                .as_ref()
-                .and_then(|d| d.details.clone())
-                .unwrap_or_default(),
+            title: text(self.title.as_ref()),
+            message: text(self.message.as_ref()),
+            details: text(self.error_data.as_ref().and_then(|d| d.details.as_ref())),
         }
     }
 }
@@ -256,8 +253,8 @@ fn push_value_events(entry_id: &str, value: MessagesValue, events: &mut Vec<Even
             status,
             at_ms: Some(s.timestamp.0),
             pricing: s.pricing.map(|p| MetaPricing {
-                kind: p.kind,
-                category: p.category,
+                kind: p.kind.map(|k| clean_text(&k, 64)),
+                category: p.category.map(|c| clean_text(&c, 64)),
                 billable: p.billable,
             }),
             error: s.errors.first().map(RawError::to_message_error),

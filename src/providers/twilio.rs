@@ -14,7 +14,7 @@ use crate::domain::message::MessageError;
 use crate::domain::phone::Phone;
 use crate::domain::status::Status;
 use crate::domain::{inbound_type_label, Channel, Provider};
-use crate::events::{Event, InboundMessage, ParseError, StatusUpdate};
+use crate::events::{clean_text, Event, InboundMessage, ParseError, StatusUpdate};
 
 /// The request's form parameters, in the order received.
 pub type Params = Vec<(String, String)>;
@@ -158,10 +158,12 @@ pub fn parse(params: &Params) -> Result<Event, ParseError> {
     let error = get(params, "ErrorCode").map(|code| MessageError {
         code: code.chars().filter(char::is_ascii_digit).take(12).collect(),
         title: String::new(),
-        message: get(params, "ChannelStatusMessage")
-            .or_else(|| get(params, "ErrorMessage"))
-            .unwrap_or_default()
-            .to_owned(),
+        message: clean_text(
+            get(params, "ChannelStatusMessage")
+                .or_else(|| get(params, "ErrorMessage"))
+                .unwrap_or_default(),
+            2048,
+        ),
         details: String::new(),
     });
     if error.as_ref().is_some_and(|e| e.code.is_empty()) {
