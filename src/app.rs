@@ -50,8 +50,12 @@ impl App {
         Ok(Self { state })
     }
 
+    /// The routes with the request timeout and concurrency cap around them.
     pub fn router(&self) -> Router {
-        http::router(self.state.clone())
+        http::serve::with_limits(
+            http::router(self.state.clone()),
+            &self.state.config.limits(),
+        )
     }
 
     /// Serves on `listener` with the background tasks until `shutdown` resolves, then
@@ -67,10 +71,8 @@ impl App {
             warn!("{missing} is not set");
         }
         info!(%addr, backend = ?self.state.db.backend(), "messaging-exporter listening on http://{addr}");
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        let limits = self.state.config.limits();
+        http::serve::serve(listener, self.router(), &limits, shutdown).await;
         tasks.abort_all();
         self.state.db.close().await;
         info!("stopped");

@@ -74,6 +74,18 @@ pub struct Config {
     #[arg(long, env = "DB_TIMEOUT_MS", default_value_t = 5000)]
     pub db_timeout_ms: u64,
 
+    /// A client must send its request headers within this many milliseconds.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// A request must be read and answered within this many milliseconds (else 408).
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+
+    /// Requests handled at once; more are answered 503 with `Retry-After` at once.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+
     /// Database connections per process.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -111,6 +123,12 @@ impl Config {
         {
             return Err("API_KEY must be at least 16 characters".into());
         }
+        if self.max_concurrent_requests == 0
+            || self.header_read_timeout_ms == 0
+            || self.request_timeout_ms == 0
+        {
+            return Err("--max-concurrent-requests, --header-read-timeout-ms and --request-timeout-ms must be at least 1".into());
+        }
         if self.max_label_values == 0 {
             return Err("--max-label-values must be at least 1".into());
         }
@@ -130,6 +148,15 @@ impl Config {
             out.push("META_VERIFY_TOKEN (Meta's subscription handshake is refused)");
         }
         out
+    }
+
+    pub fn limits(&self) -> crate::http::serve::Limits {
+        crate::http::serve::Limits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_concurrent_requests: self.max_concurrent_requests,
+            drain_timeout: Duration::from_millis(self.request_timeout_ms),
+        }
     }
 
     pub fn grace(&self) -> Duration {

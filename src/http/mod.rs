@@ -5,6 +5,7 @@ pub mod body;
 pub mod error;
 pub mod events;
 pub mod ops;
+pub mod serve;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -9,3 +9,4 @@ mod fixtures;
 mod ops;
 mod replicas_and_faults;
 mod signatures;
+mod slow_clients;

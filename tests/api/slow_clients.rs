@@ -1,0 +1,92 @@
+//! Slow and greedy clients: header and request timeouts and the concurrency cap keep the
+//! exporter serving real traffic.
+
+use std::time::{Duration, Instant};
+
+use messaging_exporter::clock::ManualClock;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{config_for, meta_status, Backend, TestApp, TestDb, T0_MS};
+
+async fn app_with(header_ms: u64, request_ms: u64, max_concurrent: usize) -> (TestDb, TestApp) {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = config_for(&db.url);
+    config.header_read_timeout_ms = header_ms;
+    config.request_timeout_ms = request_ms;
+    config.max_concurrent_requests = max_concurrent;
+    let app = TestApp::spawn_with(config, ManualClock::new(T0_MS)).await;
+    (db, app)
+}
+
+/// Reads until the server closes the connection, returning what it sent.
+async fn read_until_closed(conn: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut buf = Vec::new();
+    match tokio::time::timeout(within, conn.read_to_end(&mut buf)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&buf).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_is_cut_off_and_real_requests_are_served_meanwhile() {
+    let (_db, app) = app_with(500, 5_000, 1024).await;
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(app.addr).await.unwrap();
+        c.write_all(b"POST /webhooks/meta HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    let started = Instant::now();
+    for i in 0..20 {
+        let body = meta_status(&format!("wamid.s{i}"), "sent", T0_MS / 1000, "919812345678");
+        assert_eq!(app.post_meta(&body).await.status(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "real requests waited on the slow ones: {:?}",
+        started.elapsed()
+    );
+    for c in &mut slow {
+        assert!(
+            read_until_closed(c, Duration::from_secs(5)).await.is_some(),
+            "a client that never finished its headers was not cut off"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_gets_408_and_the_cap_sheds_the_excess_with_503() {
+    let (_db, app) = app_with(5_000, 700, 2).await;
+    let stalled_request = b"POST /webhooks/meta HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"entry\": [";
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(app.addr).await.unwrap();
+        c.write_all(stalled_request).await.unwrap();
+        stalled.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Both permits are held by stalled bodies: the next request is shed, not queued.
+    let shed = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    for c in &mut stalled {
+        let reply = read_until_closed(c, Duration::from_secs(5))
+            .await
+            .expect("the stalled request was answered");
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    }
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let s = app.scrape().await;
+    assert_eq!(s.sum("messaging_outbound_messages_total", &[]), 0.0);
+}
