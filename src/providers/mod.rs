@@ -4,6 +4,9 @@
 pub mod meta;
 pub mod twilio;
 
+#[cfg(test)]
+mod proptests;
+
 use subtle::ConstantTimeEq;
 
 /// Constant-time comparison of two byte strings (length is not secret).
