@@ -7,6 +7,7 @@ mod bad_input;
 mod counting;
 mod fixtures;
 mod ops;
+mod process;
 mod replicas_and_faults;
 mod signatures;
 mod slow_clients;

@@ -245,3 +245,33 @@ async fn database_down_means_503_and_the_providers_retries_count_exactly_once() 
     }
     expect_totals(&app.scrape().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_database_gives_503_within_the_timeout_and_the_pool_recovers() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres).await;
+    let app = TestApp::spawn(&db).await; // DB_TIMEOUT_MS is 2 s in tests
+    let reqs = traffic();
+    // A migration or a stuck transaction elsewhere holds the table.
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::Executor::execute(
+        &mut locker,
+        "BEGIN; LOCK TABLE outbound_messages IN ACCESS EXCLUSIVE MODE",
+    )
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let codes = send_concurrently(&app, reqs[..16].to_vec()).await;
+    let waited = started.elapsed();
+    assert!(codes.iter().all(|c| *c == 503), "{codes:?}");
+    assert!(
+        waited < Duration::from_secs(8),
+        "requests piled up for {waited:?} instead of failing at the 2 s timeout"
+    );
+    sqlx::Executor::execute(&mut locker, "ROLLBACK")
+        .await
+        .unwrap();
+    let codes = send_concurrently(&app, reqs.clone()).await;
+    assert!(codes.iter().all(|c| *c == 200 || *c == 202), "{codes:?}");
+    expect_totals(&app.scrape().await);
+}
