@@ -29,7 +29,7 @@ pub enum ApiError {
     Invalid { field: String, message: String },
     /// The detail is logged, never sent.
     #[error("the database is unavailable; retry later")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] crate::ledger::StoreError),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -70,6 +70,12 @@ impl From<ParseError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        ApiError::Unavailable(e.into())
+    }
+}
+
+impl From<crate::ledger::StoreError> for ApiError {
+    fn from(e: crate::ledger::StoreError) -> Self {
         ApiError::Unavailable(e)
     }
 }

@@ -1,28 +1,36 @@
-//! The one place that decides what counts. Each call runs one transaction: it locks the
-//! rows an event touches, applies the pure rules of `domain`, writes the rows back and
-//! returns a [`Tally`] of what the commit made countable. Callers increment metrics only
+//! The one place that decides what counts. Requests are committed in batches by the
+//! writer (group commit): each batch is one transaction that locks the rows its events
+//! touch, applies the pure rules of `domain`, writes the rows back and returns, per
+//! request, a [`Tally`] of what the commit made countable. Callers increment metrics only
 //! after `record` returns `Ok`, so a failed commit counts nothing (rule 6) and a retry is
 //! judged against what was stored.
+
+mod batch;
+mod writer;
 
 use std::sync::Arc;
 
 use sqlx::AnyConnection;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::clock::SharedClock;
-use crate::domain::message::MessageState;
-use crate::domain::settings::Settings;
-use crate::domain::tally::{Latency, Tally};
+use crate::domain::tally::Tally;
 use crate::domain::Outcome;
-use crate::events::{Event, InboundMessage, SentMessage, StatusUpdate};
+use crate::events::Event;
 use crate::settings_cache::SettingsCache;
-use crate::store::{self, inbound, messages, sessions, Db};
+use crate::store::{self, messages, Backend, Db};
 
 /// How often a transaction that lost a deadlock is run again before giving up (503).
 const MAX_ATTEMPTS: usize = 5;
 
 #[derive(Clone)]
 pub struct Ledger {
+    inner: Arc<Inner>,
+    queue: mpsc::Sender<writer::Job>,
+}
+
+pub(crate) struct Inner {
     db: Db,
     settings: Arc<SettingsCache>,
     clock: SharedClock,
@@ -36,216 +44,125 @@ pub struct HookCounts {
     pub duplicates: usize,
 }
 
+/// A batch that could not be stored; shared by every request of the batch.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub Arc<sqlx::Error>);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError(Arc::new(e))
+    }
+}
+
+/// Writers per process. SQLite has one writer at a time anyway; on Postgres a few
+/// batches in flight keep the connection pool busy while one waits for its fsync.
+fn writers_for(backend: Backend) -> usize {
+    match backend {
+        Backend::Sqlite => 1,
+        Backend::Postgres => 4,
+    }
+}
+
 impl Ledger {
+    /// Starts the writer tasks (needs a Tokio runtime).
     pub fn new(db: Db, settings: Arc<SettingsCache>, clock: SharedClock, grace_ms: i64) -> Self {
-        Self {
+        let writers = writers_for(db.backend());
+        let inner = Arc::new(Inner {
             db,
             settings,
             clock,
             grace_ms,
-        }
+        });
+        let queue = writer::spawn(inner.clone(), writers);
+        Self { inner, queue }
     }
 
-    /// Records events in one transaction and returns what to count.
-    pub async fn record(&self, events: &[Event]) -> Result<(Tally, HookCounts), sqlx::Error> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_record(events).await {
-                Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => {
-                    debug!(attempt, error = %e, "transaction lost a deadlock; running it again");
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn try_record(&self, events: &[Event]) -> Result<(Tally, HookCounts), sqlx::Error> {
-        let now = self.clock.now_ms();
-        let settings = self.settings.get();
-        let mut tally = Tally::default();
-        let mut hooks = HookCounts::default();
+    /// Records one request's events and returns what to count, once its batch is durable.
+    pub async fn record(&self, events: &[Event]) -> Result<(Tally, HookCounts), StoreError> {
         if events.iter().all(|e| matches!(e, Event::Ignored(_))) {
-            events
-                .iter()
-                .for_each(|e| self.apply_ignored(e, &mut tally));
-            return Ok((tally, hooks));
-        }
-        let mut w = self.db.begin_write().await?;
-        for event in events {
-            let conn: &mut AnyConnection = &mut w.tx;
-            match event {
-                Event::Ignored(_) => self.apply_ignored(event, &mut tally),
-                Event::Status(s) => {
-                    let outcome = self
-                        .apply_status(conn, s, now, &settings, &mut tally)
-                        .await?;
-                    tally.outcome(s.provider, outcome);
-                }
-                Event::Sent(h) => {
-                    if self.apply_hook(conn, h, now, &settings, &mut tally).await? {
-                        hooks.accepted += 1;
-                    } else {
-                        hooks.duplicates += 1;
-                    }
-                }
-                Event::Inbound(m) => {
-                    let outcome = self
-                        .apply_inbound(conn, m, now, &settings, &mut tally)
-                        .await?;
-                    tally.outcome(m.provider, outcome);
-                }
-                Event::WebhookError(e) => {
-                    let outcome = if inbound::claim_webhook_error(conn, e, now).await? {
-                        tally.errors.push((e.provider, e.channel, e.code.clone()));
-                        Outcome::Processed
-                    } else {
-                        Outcome::Duplicate
-                    };
-                    tally.outcome(e.provider, outcome);
+            let mut tally = Tally::default();
+            for e in events {
+                if let Event::Ignored(p) = e {
+                    tally.outcome(*p, Outcome::Ignored);
                 }
             }
+            return Ok((tally, HookCounts::default()));
         }
-        w.commit().await?;
-        Ok((tally, hooks))
-    }
-
-    fn apply_ignored(&self, event: &Event, tally: &mut Tally) {
-        if let Event::Ignored(p) = event {
-            tally.outcome(*p, Outcome::Ignored);
-        }
-    }
-
-    async fn apply_status(
-        &self,
-        conn: &mut AnyConnection,
-        s: &StatusUpdate,
-        now: i64,
-        settings: &Settings,
-        tally: &mut Tally,
-    ) -> Result<Outcome, sqlx::Error> {
-        let mut m =
-            messages::lock_or_create(conn, s.provider, &s.message_id, s.channel, now).await?;
-        if m.phone.is_none() {
-            m.phone = s.phone.clone();
-        }
-        let at = s.at_ms.unwrap_or(now);
-        if !m.record_status(s.status, at, s.pricing.clone(), s.error.clone()) {
-            return Ok(Outcome::Duplicate);
-        }
-        self.finish_message(conn, &mut m, now, settings, tally)
-            .await?;
-        Ok(Outcome::Processed)
-    }
-
-    /// Returns false for a repeated hook.
-    async fn apply_hook(
-        &self,
-        conn: &mut AnyConnection,
-        h: &SentMessage,
-        now: i64,
-        settings: &Settings,
-        tally: &mut Tally,
-    ) -> Result<bool, sqlx::Error> {
-        let mut m =
-            messages::lock_or_create(conn, h.provider, &h.message_id, h.channel, now).await?;
-        if !m.record_hook(h.hook.clone(), h.error.clone()) {
-            return Ok(false);
-        }
-        // The bot knows the number it sent to; a status may have named a group instead.
-        m.phone = Some(h.phone.clone());
-        m.channel = h.channel;
-        if let Some(r) = &h.reservation_id {
-            m.reservation_id = r.clone();
-        }
-        self.finish_message(conn, &mut m, now, settings, tally)
-            .await?;
-        Ok(true)
-    }
-
-    /// Links a message to its phone's session once, settles it and writes it back.
-    async fn finish_message(
-        &self,
-        conn: &mut AnyConnection,
-        m: &mut MessageState,
-        now: i64,
-        settings: &Settings,
-        tally: &mut Tally,
-    ) -> Result<(), sqlx::Error> {
-        use crate::domain::message::Observed;
-        if let (Some(phone), Some(sent_ms), false) = (
-            m.phone.clone(),
-            m.send_time_ms(),
-            m.observed.has(Observed::SESSION),
-        ) {
-            m.observed.set(Observed::SESSION);
-            if settings.session_tracking_enabled {
-                let mut session = sessions::lock_or_create(conn, phone.as_str(), now).await?;
-                m.window_open_at_send = session.window().is_open_at(sent_ms);
-                if let Some(seconds) = session.record_outbound(sent_ms) {
-                    tally.response_latency.push(Latency {
-                        provider: m.provider,
-                        channel: m.channel,
-                        category: None,
-                        seconds,
-                    });
-                }
-                sessions::save(conn, &session, now).await?;
-            }
-        }
-        m.settle(now, self.grace_ms, settings, tally);
-        messages::save(conn, m, now).await
-    }
-
-    async fn apply_inbound(
-        &self,
-        conn: &mut AnyConnection,
-        msg: &InboundMessage,
-        now: i64,
-        settings: &Settings,
-        tally: &mut Tally,
-    ) -> Result<Outcome, sqlx::Error> {
-        let at = msg.at_ms.unwrap_or(now);
-        if !inbound::insert_message(conn, msg, at).await? {
-            return Ok(Outcome::Duplicate);
-        }
-        tally.inbound.push((msg.provider, msg.channel, msg.kind));
-        if let (Some(phone), true) = (&msg.phone, settings.session_tracking_enabled) {
-            let mut session = sessions::lock_or_create(conn, phone.as_str(), now).await?;
-            session.record_inbound(at);
-            sessions::save(conn, &session, now).await?;
-        }
-        Ok(Outcome::Processed)
+        let (reply, answer) = oneshot::channel();
+        let job = writer::Job {
+            events: events.to_vec(),
+            reply,
+        };
+        let closed = || StoreError::from(sqlx::Error::PoolClosed);
+        self.queue.send(job).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// Counts messages whose send hook did not come within the grace period, as
     /// `unknown`. Safe on any number of replicas at once: a message is claimed by a
     /// conditional update, and whoever claims it counts it.
     pub async fn sweep_unattributed(&self, limit: i64) -> Result<Tally, sqlx::Error> {
-        let now = self.clock.now_ms();
-        let cutoff = now - self.grace_ms;
-        let keys = {
-            let mut conn = self.db.pool().acquire().await?;
-            messages::pending_before(&mut conn, cutoff, limit).await?
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let mut keys = {
+            let mut conn = inner.db.pool().acquire().await?;
+            messages::pending_before(&mut conn, now - inner.grace_ms, limit).await?
         };
         if keys.is_empty() {
             return Ok(Tally::default());
         }
-        let settings = self.settings.get();
+        keys.sort(); // the one lock order
+        let settings = inner.settings.get();
         let mut tally = Tally::default();
-        let mut w = self.db.begin_write().await?;
+        let mut w = inner.db.begin_write().await?;
+        let mut settled = Vec::with_capacity(keys.len());
         for (provider, id) in &keys {
             let conn: &mut AnyConnection = &mut w.tx;
             if let Some(mut m) = messages::lock_pending(conn, provider, id).await? {
-                m.settle(now, self.grace_ms, &settings, &mut tally);
-                messages::save(conn, &m, now).await?;
+                m.settle(now, inner.grace_ms, &settings, &mut tally);
+                settled.push(m);
             }
         }
+        let refs: Vec<_> = settled.iter().collect();
+        messages::save_many(&mut w.tx, &refs, now).await?;
         match w.commit().await {
             Ok(()) => Ok(tally),
             Err(e) => {
                 warn!(error = %e, "grace-period sweep did not commit; it will run again");
                 Err(e)
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// One transaction over `requests`, run again when it loses a deadlock.
+    async fn transact(
+        &self,
+        requests: &[&[Event]],
+    ) -> Result<Vec<(Tally, HookCounts)>, sqlx::Error> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let settings = self.settings.get();
+            let cx = batch::Context {
+                now: self.clock.now_ms(),
+                grace_ms: self.grace_ms,
+                settings: &settings,
+            };
+            let result = async {
+                let mut w = self.db.begin_write().await?;
+                let out = batch::apply(&mut w.tx, requests, &cx).await?;
+                w.commit().await?;
+                Ok(out)
+            }
+            .await;
+            match result {
+                Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => {
+                    debug!(attempt, error = %e, "transaction lost a deadlock; running it again");
+                }
+                other => return other,
             }
         }
     }

@@ -1,28 +1,41 @@
 //! Dedupe records for inbound messages and message-less webhook errors.
 
-use sqlx::AnyConnection;
+use std::collections::HashSet;
+
+use sqlx::{AnyConnection, Row};
+
+use super::messages::placeholders;
 
 use crate::events::{InboundMessage, WebhookError};
 
-/// Stores an inbound message; false when it was already stored (a redelivery).
-pub async fn insert_message(
+/// Stores inbound messages, returning the keys (provider, message id) that were new;
+/// the others were stored before (redeliveries).
+pub async fn insert_many(
     conn: &mut AnyConnection,
-    m: &InboundMessage,
-    at_ms: i64,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO inbound_messages (provider, message_id, channel, phone, kind, received_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (provider, message_id) DO NOTHING",
-    )
-    .bind(m.provider.as_str())
-    .bind(&m.message_id)
-    .bind(m.channel.as_str())
-    .bind(m.phone.as_ref().map_or("", |p| p.as_str()))
-    .bind(m.kind)
-    .bind(at_ms)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    messages: &[(&InboundMessage, i64)],
+) -> Result<HashSet<(String, String)>, sqlx::Error> {
+    let mut new = HashSet::new();
+    for chunk in messages.chunks(500) {
+        let sql = format!(
+            "INSERT INTO inbound_messages (provider, message_id, channel, phone, kind, received_ms) \
+             VALUES {} ON CONFLICT (provider, message_id) DO NOTHING RETURNING provider, message_id",
+            placeholders(chunk.len(), 6)
+        );
+        let mut q = sqlx::query(&sql);
+        for (m, at_ms) in chunk {
+            q = q
+                .bind(m.provider.as_str())
+                .bind(m.message_id.as_str())
+                .bind(m.channel.as_str())
+                .bind(m.phone.as_ref().map_or("", |p| p.as_str()))
+                .bind(m.kind)
+                .bind(*at_ms);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            new.insert((r.try_get(0)?, r.try_get(1)?));
+        }
+    }
+    Ok(new)
 }
 
 /// How long an identical message-less error is taken to be a redelivery of the first.

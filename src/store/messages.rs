@@ -17,29 +17,57 @@ const COLUMNS: &str = "provider, message_id, channel, phone, hook_seen, is_templ
     pricing_billable, has_pricing, error_code, error_title, error_message, error_details, \
     label_fixed, label_template, label_category, window_open_at_send, cost, cost_category, currency";
 
-/// Creates the row if absent and locks it either way (the `DO UPDATE` takes the row lock
-/// on Postgres; SQLite writers are already serialised), returning its current state.
-pub async fn lock_or_create(
+/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
+const CHUNK: usize = 200;
+
+/// Creates each row if absent and locks it either way (the `DO UPDATE` takes the row lock
+/// on Postgres; SQLite writers are already serialised), returning the current states.
+/// Keys are locked in the order given: callers sort them, so that concurrent
+/// transactions lock in one order and cannot deadlock on messages.
+pub async fn lock_or_create_many(
     conn: &mut AnyConnection,
-    provider: Provider,
-    message_id: &str,
-    channel: Channel,
+    keys: &[(Provider, &str, Channel)],
     now_ms: i64,
-) -> Result<MessageState, sqlx::Error> {
-    let sql = format!(
-        "INSERT INTO outbound_messages (provider, message_id, channel, first_seen_ms, updated_ms) \
-         VALUES ($1, $2, $3, $4, $4) \
-         ON CONFLICT (provider, message_id) DO UPDATE SET version = outbound_messages.version + 1 \
-         RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(provider.as_str())
-        .bind(message_id)
-        .bind(channel.as_str())
-        .bind(now_ms)
-        .fetch_one(conn)
-        .await?;
-    from_row(&row)
+) -> Result<Vec<MessageState>, sqlx::Error> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(CHUNK) {
+        let values = placeholders(chunk.len(), 5);
+        let sql = format!(
+            "INSERT INTO outbound_messages (provider, message_id, channel, first_seen_ms, updated_ms) VALUES {values} \
+             ON CONFLICT (provider, message_id) DO UPDATE SET version = outbound_messages.version + 1 \
+             RETURNING {COLUMNS}"
+        );
+        let mut q = sqlx::query(&sql);
+        for (provider, id, channel) in chunk {
+            q = q
+                .bind(provider.as_str())
+                .bind(*id)
+                .bind(channel.as_str())
+                .bind(now_ms)
+                .bind(now_ms);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.push(from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// `($1, $2, …), ($k, …)` for `rows` rows of `cols` parameters.
+pub fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        s.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
 }
 
 /// Locks a message that is still waiting for attribution; `None` if another replica
@@ -81,60 +109,107 @@ pub async fn pending_before(
         .collect()
 }
 
-pub async fn save(
+/// Columns written back by [`save_many`]: all but the key and `first_seen_ms`.
+const MUTABLE: [&str; 32] = [
+    "channel",
+    "phone",
+    "hook_seen",
+    "is_template",
+    "template_name",
+    "category",
+    "sent_at_ms",
+    "reservation_id",
+    "seen_mask",
+    "counted_mask",
+    "observed_mask",
+    "accepted_ms",
+    "sent_ms",
+    "delivered_ms",
+    "read_ms",
+    "failed_ms",
+    "pricing_type",
+    "pricing_category",
+    "pricing_billable",
+    "has_pricing",
+    "error_code",
+    "error_title",
+    "error_message",
+    "error_details",
+    "label_fixed",
+    "label_template",
+    "label_category",
+    "window_open_at_send",
+    "cost",
+    "cost_category",
+    "currency",
+    "updated_ms",
+];
+
+/// Writes messages back (rows locked earlier in the transaction) with one multi-row
+/// upsert per chunk: a round trip per batch rather than per event.
+pub async fn save_many(
     conn: &mut AnyConnection,
-    m: &MessageState,
+    messages: &[&MessageState],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let hook = m.hook.as_ref();
-    let pricing = m.pricing.as_ref();
-    let error = m.error.as_ref();
-    let labels = m.labels.as_ref();
-    sqlx::query(
-        "UPDATE outbound_messages SET phone = $3, hook_seen = $4, is_template = $5, template_name = $6, \
-         category = $7, sent_at_ms = $8, reservation_id = $9, seen_mask = $10, counted_mask = $11, \
-         observed_mask = $12, accepted_ms = $13, sent_ms = $14, delivered_ms = $15, read_ms = $16, \
-         failed_ms = $17, pricing_type = $18, pricing_category = $19, pricing_billable = $20, \
-         has_pricing = $21, error_code = $22, error_title = $23, error_message = $24, \
-         error_details = $25, label_fixed = $26, label_template = $27, label_category = $28, \
-         window_open_at_send = $29, cost = $30, cost_category = $31, currency = $32, updated_ms = $33 \
-         WHERE provider = $1 AND message_id = $2",
-    )
-    .bind(m.provider.as_str())
-    .bind(&m.message_id)
-    .bind(m.phone.as_ref().map_or("", Phone::as_str))
-    .bind(i64::from(hook.is_some()))
-    .bind(i64::from(hook.is_some_and(|h| h.is_template)))
-    .bind(hook.map_or("", |h| h.template.as_str()))
-    .bind(hook.and_then(|h| h.category).map_or("", Category::as_str))
-    .bind(hook.map_or(0, |h| h.sent_at_ms))
-    .bind(&m.reservation_id)
-    .bind(m.seen.bits())
-    .bind(m.counted.bits())
-    .bind(m.observed.0)
-    .bind(m.times[0])
-    .bind(m.times[1])
-    .bind(m.times[2])
-    .bind(m.times[3])
-    .bind(m.times[4])
-    .bind(pricing.and_then(|p| p.kind.as_deref()).unwrap_or(""))
-    .bind(pricing.and_then(|p| p.category.as_deref()).unwrap_or(""))
-    .bind(pricing.and_then(|p| p.billable).map_or(-1, i64::from))
-    .bind(i64::from(pricing.is_some()))
-    .bind(error.map_or("", |e| e.code.as_str()))
-    .bind(error.map_or("", |e| e.title.as_str()))
-    .bind(error.map_or("", |e| e.message.as_str()))
-    .bind(error.map_or("", |e| e.details.as_str()))
-    .bind(i64::from(labels.is_some()))
-    .bind(labels.map_or("", |l| l.template.as_str()))
-    .bind(labels.and_then(|l| l.category).map_or("", Category::as_str))
-    .bind(i64::from(m.window_open_at_send))
-    .bind(m.cost)
-    .bind(m.cost_category.map_or("", Category::as_str))
-    .bind(&m.currency)
-    .bind(now_ms)
-    .execute(conn)
-    .await?;
+    for chunk in messages.chunks(CHUNK) {
+        let cols = 3 + MUTABLE.len();
+        let set: Vec<String> = MUTABLE
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO outbound_messages (provider, message_id, first_seen_ms, {}) VALUES {} \
+             ON CONFLICT (provider, message_id) DO UPDATE SET {}",
+            MUTABLE.join(", "),
+            placeholders(chunk.len(), cols),
+            set.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for m in chunk {
+            let hook = m.hook.as_ref();
+            let pricing = m.pricing.as_ref();
+            let error = m.error.as_ref();
+            let labels = m.labels.as_ref();
+            q = q
+                .bind(m.provider.as_str())
+                .bind(m.message_id.as_str())
+                .bind(m.first_seen_ms)
+                .bind(m.channel.as_str())
+                .bind(m.phone.as_ref().map_or("", Phone::as_str))
+                .bind(i64::from(hook.is_some()))
+                .bind(i64::from(hook.is_some_and(|h| h.is_template)))
+                .bind(hook.map_or("", |h| h.template.as_str()))
+                .bind(hook.and_then(|h| h.category).map_or("", Category::as_str))
+                .bind(hook.map_or(0, |h| h.sent_at_ms))
+                .bind(m.reservation_id.as_str())
+                .bind(m.seen.bits())
+                .bind(m.counted.bits())
+                .bind(m.observed.0)
+                .bind(m.times[0])
+                .bind(m.times[1])
+                .bind(m.times[2])
+                .bind(m.times[3])
+                .bind(m.times[4])
+                .bind(pricing.and_then(|p| p.kind.as_deref()).unwrap_or(""))
+                .bind(pricing.and_then(|p| p.category.as_deref()).unwrap_or(""))
+                .bind(pricing.and_then(|p| p.billable).map_or(-1, i64::from))
+                .bind(i64::from(pricing.is_some()))
+                .bind(error.map_or("", |e| e.code.as_str()))
+                .bind(error.map_or("", |e| e.title.as_str()))
+                .bind(error.map_or("", |e| e.message.as_str()))
+                .bind(error.map_or("", |e| e.details.as_str()))
+                .bind(i64::from(labels.is_some()))
+                .bind(labels.map_or("", |l| l.template.as_str()))
+                .bind(labels.and_then(|l| l.category).map_or("", Category::as_str))
+                .bind(i64::from(m.window_open_at_send))
+                .bind(m.cost)
+                .bind(m.cost_category.map_or("", Category::as_str))
+                .bind(m.currency.as_str())
+                .bind(now_ms);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -208,4 +283,15 @@ fn from_row(r: &AnyRow) -> Result<MessageState, sqlx::Error> {
         currency: text("currency")?,
         reservation_id: text("reservation_id")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_number_rows_of_parameters_in_order() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 1), "($1)");
+    }
 }

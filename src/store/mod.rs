@@ -144,6 +144,23 @@ impl Db {
     }
 }
 
+/// The database refused the data itself (a bad value, a constraint), as opposed to being
+/// unreachable, slow or locked.
+pub fn is_data_error(err: &sqlx::Error) -> bool {
+    let Some(code) = err.as_database_error().and_then(|e| e.code()) else {
+        return false;
+    };
+    // Postgres: SQLSTATE classes 22 (data exception) and 23 (integrity constraint).
+    // SQLite (shorter, decimal extended codes): primary codes 18 (TOOBIG), 19 (CONSTRAINT),
+    // 20 (MISMATCH).
+    code.starts_with("22")
+        || code.starts_with("23")
+        || (code.len() < 5
+            && code
+                .parse::<i64>()
+                .is_ok_and(|n| matches!(n & 0xff, 18..=20)))
+}
+
 /// Postgres reports deadlocks and serialisation failures; the transaction is simply
 /// run again.
 pub fn is_retryable(err: &sqlx::Error) -> bool {

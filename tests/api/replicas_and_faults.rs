@@ -256,7 +256,7 @@ async fn a_hanging_database_gives_503_within_the_timeout_and_the_pool_recovers()
     let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::Executor::execute(
         &mut locker,
-        "BEGIN; LOCK TABLE outbound_messages IN ACCESS EXCLUSIVE MODE",
+        "BEGIN; LOCK TABLE outbound_messages, inbound_messages, sessions IN ACCESS EXCLUSIVE MODE",
     )
     .await
     .unwrap();

@@ -1,0 +1,235 @@
+//! One transaction over a batch of requests: lock every row the batch touches in one
+//! order, apply the pure rules in memory request by request, write the rows back.
+//! A handful of statements per batch, whatever its size.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::AnyConnection;
+
+use super::HookCounts;
+use crate::domain::message::{MessageState, Observed};
+use crate::domain::session::SessionState;
+use crate::domain::settings::Settings;
+use crate::domain::tally::{Latency, Tally};
+use crate::domain::{Outcome, Provider};
+use crate::events::{Event, InboundMessage};
+use crate::store::{inbound, messages, sessions};
+
+type MessageKey = (Provider, String);
+
+/// The rows of one batch, locked and loaded.
+struct Rows {
+    messages: HashMap<MessageKey, MessageState>,
+    sessions: HashMap<String, SessionState>,
+    /// Inbound messages stored for the first time by this batch, not yet claimed by an event.
+    new_inbound: HashSet<(String, String)>,
+    dirty_messages: HashSet<MessageKey>,
+    dirty_sessions: HashSet<String>,
+}
+
+pub(super) struct Context<'a> {
+    pub now: i64,
+    pub grace_ms: i64,
+    pub settings: &'a Settings,
+}
+
+/// Applies each request's events in order and returns each request's tally.
+pub(super) async fn apply(
+    conn: &mut AnyConnection,
+    requests: &[&[Event]],
+    cx: &Context<'_>,
+) -> Result<Vec<(Tally, HookCounts)>, sqlx::Error> {
+    let mut rows = load(conn, requests, cx).await?;
+    let mut out = Vec::with_capacity(requests.len());
+    for events in requests {
+        let mut tally = Tally::default();
+        let mut hooks = HookCounts::default();
+        for event in *events {
+            apply_event(conn, event, &mut rows, cx, &mut tally, &mut hooks).await?;
+        }
+        out.push((tally, hooks));
+    }
+    let dirty: Vec<&MessageState> = rows
+        .dirty_messages
+        .iter()
+        .map(|k| &rows.messages[k])
+        .collect();
+    messages::save_many(conn, &dirty, cx.now).await?;
+    let dirty: Vec<&SessionState> = rows
+        .dirty_sessions
+        .iter()
+        .map(|p| &rows.sessions[p])
+        .collect();
+    sessions::save_many(conn, &dirty, cx.now).await?;
+    Ok(out)
+}
+
+/// Locks messages (sorted), then sessions (sorted), and stores inbound messages.
+async fn load(
+    conn: &mut AnyConnection,
+    requests: &[&[Event]],
+    cx: &Context<'_>,
+) -> Result<Rows, sqlx::Error> {
+    let events = || requests.iter().flat_map(|r| r.iter());
+    let mut keys: Vec<_> = events()
+        .filter_map(|e| match e {
+            Event::Status(s) => Some((s.provider, s.message_id.as_str(), s.channel)),
+            Event::Sent(h) => Some((h.provider, h.message_id.as_str(), h.channel)),
+            _ => None,
+        })
+        .collect();
+    keys.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+    keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+    let messages: HashMap<MessageKey, MessageState> =
+        messages::lock_or_create_many(conn, &keys, cx.now)
+            .await?
+            .into_iter()
+            .map(|m| ((m.provider, m.message_id.clone()), m))
+            .collect();
+
+    let mut sessions = HashMap::new();
+    if cx.settings.session_tracking_enabled {
+        let mut phones: Vec<&str> = events()
+            .filter_map(|e| match e {
+                Event::Status(s) => s.phone.as_ref(),
+                Event::Sent(h) => Some(&h.phone),
+                Event::Inbound(m) => m.phone.as_ref(),
+                _ => None,
+            })
+            .chain(messages.values().filter_map(|m| m.phone.as_ref()))
+            .map(|p| p.as_str())
+            .collect();
+        phones.sort_unstable();
+        phones.dedup();
+        for s in sessions::lock_or_create_many(conn, &phones, cx.now).await? {
+            sessions.insert(s.phone.clone(), s);
+        }
+    }
+
+    let inbound_rows: Vec<(&InboundMessage, i64)> = events()
+        .filter_map(|e| match e {
+            Event::Inbound(m) => Some((m, m.at_ms.unwrap_or(cx.now))),
+            _ => None,
+        })
+        .collect();
+    let new_inbound = if inbound_rows.is_empty() {
+        HashSet::new()
+    } else {
+        inbound::insert_many(conn, &inbound_rows).await?
+    };
+    Ok(Rows {
+        messages,
+        sessions,
+        new_inbound,
+        dirty_messages: HashSet::new(),
+        dirty_sessions: HashSet::new(),
+    })
+}
+
+async fn apply_event(
+    conn: &mut AnyConnection,
+    event: &Event,
+    rows: &mut Rows,
+    cx: &Context<'_>,
+    tally: &mut Tally,
+    hooks: &mut HookCounts,
+) -> Result<(), sqlx::Error> {
+    match event {
+        Event::Ignored(p) => tally.outcome(*p, Outcome::Ignored),
+        Event::Status(s) => {
+            let key = (s.provider, s.message_id.clone());
+            let m = rows.messages.get_mut(&key).expect("locked in load");
+            if m.phone.is_none() {
+                m.phone = s.phone.clone();
+            }
+            let new = m.record_status(
+                s.status,
+                s.at_ms.unwrap_or(cx.now),
+                s.pricing.clone(),
+                s.error.clone(),
+            );
+            tally.outcome(
+                s.provider,
+                if new {
+                    Outcome::Processed
+                } else {
+                    Outcome::Duplicate
+                },
+            );
+            if new {
+                finish_message(&key, rows, cx, tally);
+            }
+        }
+        Event::Sent(h) => {
+            let key = (h.provider, h.message_id.clone());
+            let m = rows.messages.get_mut(&key).expect("locked in load");
+            if !m.record_hook(h.hook.clone(), h.error.clone()) {
+                hooks.duplicates += 1;
+                return Ok(());
+            }
+            hooks.accepted += 1;
+            // The bot knows the number it sent to; a status may have named a group instead.
+            m.phone = Some(h.phone.clone());
+            m.channel = h.channel;
+            if let Some(r) = &h.reservation_id {
+                m.reservation_id = r.clone();
+            }
+            finish_message(&key, rows, cx, tally);
+        }
+        Event::Inbound(msg) => {
+            let key = (msg.provider.as_str().to_owned(), msg.message_id.clone());
+            // The first event of the batch with a newly stored key is the new one.
+            if !rows.new_inbound.remove(&key) {
+                tally.outcome(msg.provider, Outcome::Duplicate);
+                return Ok(());
+            }
+            tally.outcome(msg.provider, Outcome::Processed);
+            tally.inbound.push((msg.provider, msg.channel, msg.kind));
+            if let Some(session) = msg
+                .phone
+                .as_ref()
+                .and_then(|p| rows.sessions.get_mut(p.as_str()))
+            {
+                session.record_inbound(msg.at_ms.unwrap_or(cx.now));
+                rows.dirty_sessions.insert(session.phone.clone());
+            }
+        }
+        Event::WebhookError(e) => {
+            let outcome = if inbound::claim_webhook_error(conn, e, cx.now).await? {
+                tally.errors.push((e.provider, e.channel, e.code.clone()));
+                Outcome::Processed
+            } else {
+                Outcome::Duplicate
+            };
+            tally.outcome(e.provider, outcome);
+        }
+    }
+    Ok(())
+}
+
+/// Links a changed message to its phone's session once, settles it, marks it for writing.
+fn finish_message(key: &MessageKey, rows: &mut Rows, cx: &Context<'_>, tally: &mut Tally) {
+    let m = rows.messages.get_mut(key).expect("locked in load");
+    if let (Some(phone), Some(sent_ms), false) = (
+        &m.phone,
+        m.send_time_ms(),
+        m.observed.has(Observed::SESSION),
+    ) {
+        m.observed.set(Observed::SESSION);
+        // Sessions are loaded only while session tracking is on.
+        if let Some(session) = rows.sessions.get_mut(phone.as_str()) {
+            m.window_open_at_send = session.window().is_open_at(sent_ms);
+            if let Some(seconds) = session.record_outbound(sent_ms) {
+                tally.response_latency.push(Latency {
+                    provider: m.provider,
+                    channel: m.channel,
+                    category: None,
+                    seconds,
+                });
+            }
+            rows.dirty_sessions.insert(session.phone.clone());
+        }
+    }
+    m.settle(cx.now, cx.grace_ms, cx.settings, tally);
+    rows.dirty_messages.insert(key.clone());
+}
