@@ -89,6 +89,8 @@ pub async fn purge(s: &AppState) -> Result<u64, sqlx::Error> {
         "DELETE FROM inbound_messages WHERE received_ms < $1",
         "DELETE FROM webhook_errors WHERE last_seen_ms < $1",
         "DELETE FROM sessions WHERE last_inbound_ms < $1 AND updated_ms < $1",
+        "DELETE FROM reservations WHERE updated_ms < $1",
+        "DELETE FROM cooldowns WHERE last_template_ms < $1 AND hold_ms < $1 AND updated_ms < $1",
     ] {
         let mut w = s.db.begin_write().await?;
         deleted += sqlx::query(sql)

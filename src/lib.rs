@@ -11,6 +11,7 @@ pub mod events;
 pub mod http;
 pub mod ledger;
 pub mod metrics;
+pub mod openapi;
 pub mod providers;
 pub mod settings_cache;
 pub mod store;

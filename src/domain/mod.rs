@@ -1,11 +1,13 @@
 //! Pure rules: no axum, no sqlx. Everything here is unit-tested on its own.
 
 pub mod category;
+pub mod cooldown;
 pub mod message;
 pub mod phone;
 pub mod pricing;
 pub mod session;
 pub mod settings;
+pub mod settings_patch;
 pub mod status;
 pub mod tally;
 pub mod window;

@@ -3,10 +3,12 @@
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::{read_limited, require_content_type, JSON};
 use super::error::{ApiError, Result};
@@ -18,15 +20,17 @@ use crate::domain::{Channel, Provider};
 use crate::events::{clean_text, Event, ParseError, SentMessage};
 use crate::metrics::AiObservation;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events/sent", post(sent))
-        .route("/v1/events/ai", post(ai))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(sent))
+        .routes(routes!(ai))
 }
+
+type ErrorBody = crate::openapi::ErrorBody;
 
 /// Reads a JSON body of one object or an array of them. Each item comes with the prefix
 /// (`""` or `"[i]"`) that 422 messages put before a field name.
-async fn read_json_items<T: DeserializeOwned>(
+pub(crate) async fn read_json_items<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Vec<(String, T)>> {
@@ -77,7 +81,8 @@ async fn read_json_items<T: DeserializeOwned>(
         .collect()
 }
 
-#[derive(Deserialize)]
+/// The bot's report of one message it sent.
+#[derive(Deserialize, ToSchema)]
 struct SentIn {
     message_id: String,
     phone: String,
@@ -99,14 +104,16 @@ struct SentIn {
     error: Option<SentErrorIn>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct SentErrorIn {
+    /// The provider's error code (integer, or a string of digits).
+    #[schema(value_type = i64)]
     code: serde_json::Value,
     #[serde(default)]
     title: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SentReply {
     accepted: usize,
     duplicates: usize,
@@ -218,6 +225,21 @@ impl SentIn {
 }
 
 /// Send hook: idempotent per (provider, message_id). 202 `{"accepted": n, "duplicates": m}`.
+#[utoipa::path(
+    post,
+    path = "/v1/events/sent",
+    tag = "events",
+    request_body(content = SentIn, description = "One object, or an array of them"),
+    responses(
+        (status = 202, body = SentReply),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
 async fn sent(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -240,7 +262,8 @@ async fn sent(
     ))
 }
 
-#[derive(Deserialize)]
+/// One AI call the bot made.
+#[derive(Deserialize, ToSchema)]
 struct AiIn {
     operation: String,
     model: String,
@@ -297,6 +320,20 @@ impl AiIn {
 
 /// AI call reports are counted as they come: they are not provider events and carry no id
 /// to dedupe by. The whole batch is checked before anything is counted.
+#[utoipa::path(
+    post,
+    path = "/v1/events/ai",
+    tag = "events",
+    request_body(content = AiIn, description = "One object, or an array of them"),
+    responses(
+        (status = 202, description = "`{\"accepted\": n}`", body = Object),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    )
+)]
 async fn ai(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -2,9 +2,13 @@
 
 pub mod auth;
 pub mod body;
+pub mod config_api;
 pub mod error;
 pub mod events;
 pub mod ops;
+pub mod params;
+pub mod presend;
+pub mod query;
 pub mod serve;
 pub mod webhooks;
 
@@ -15,6 +19,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -34,14 +39,43 @@ pub struct AppState {
     pub clock: SharedClock,
 }
 
+/// Every route, split into the public ones and those under the API key, with the
+/// OpenAPI document of exactly these routes: each handler's `#[utoipa::path]` both
+/// registers it with axum and describes it, so the document cannot drift from the router.
+pub struct Routes {
+    pub public: Router<AppState>,
+    pub v1: Router<AppState>,
+    pub doc: utoipa::openapi::OpenApi,
+}
+
+pub fn routes() -> Routes {
+    let (v1, mut v1_doc) = OpenApiRouter::new()
+        .merge(events::router())
+        .merge(presend::router())
+        .merge(query::router())
+        .merge(config_api::router())
+        .split_for_parts();
+    crate::openapi::require_api_key(&mut v1_doc);
+    let (public, mut doc) = OpenApiRouter::with_openapi(crate::openapi::base())
+        .merge(ops::router())
+        .merge(webhooks::router())
+        .split_for_parts();
+    doc.merge(v1_doc);
+    Routes {
+        public,
+        v1,
+        doc: crate::openapi::finish(doc),
+    }
+}
+
 pub fn router(state: AppState) -> Router {
-    let v1 = events::router().layer(middleware::from_fn_with_state(
+    let Routes { public, v1, .. } = routes();
+    let v1 = v1.layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_api_key,
     ));
     Router::new()
-        .merge(ops::router())
-        .merge(webhooks::router())
+        .merge(public)
         .merge(v1)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(state.clone(), track))

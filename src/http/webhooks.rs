@@ -6,9 +6,9 @@ use axum::body::Body;
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
 use secrecy::ExposeSecret;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::{read_limited, require_content_type, FORM, JSON};
 use super::error::{ApiError, Result};
@@ -17,16 +17,32 @@ use crate::domain::{Outcome, Provider};
 use crate::events::Event;
 use crate::providers::{constant_time_eq, meta, twilio};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/webhooks/meta", get(meta_handshake).post(meta_events))
-        .route(TWILIO_PATH, post(twilio_events))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(meta_handshake, meta_events))
+        .routes(routes!(twilio_events))
         // Sub-paths let status callbacks and incoming messages use distinct public URLs
         // (e.g. `…/twilio/status`, `…/twilio/inbound`) behind one exporter route.
-        .route("/webhooks/twilio/{*rest}", post(twilio_events))
+        .routes(routes!(twilio_sub_path_events))
 }
 
+type ErrorBody = crate::openapi::ErrorBody;
+
 /// Meta's subscription handshake: echo `hub.challenge` when mode and token match.
+#[utoipa::path(
+    get,
+    path = "/webhooks/meta",
+    tag = "webhooks",
+    params(
+        ("hub.mode" = String, Query, description = "subscribe"),
+        ("hub.verify_token" = String, Query, description = "Must equal META_VERIFY_TOKEN"),
+        ("hub.challenge" = String, Query, description = "Echoed back"),
+    ),
+    responses(
+        (status = 200, description = "hub.challenge", body = String, content_type = "text/plain"),
+        (status = 403, body = ErrorBody),
+    )
+)]
 async fn meta_handshake(
     State(state): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
@@ -52,6 +68,23 @@ async fn meta_handshake(
     }
 }
 
+/// Meta (WhatsApp Cloud API) webhook: any number of entries, statuses and messages.
+#[utoipa::path(
+    post,
+    path = "/webhooks/meta",
+    tag = "webhooks",
+    request_body(content = Object, description = "Meta webhook JSON", content_type = "application/json"),
+    params(("X-Hub-Signature-256" = Option<String>, Header, description = "Required when META_APP_SECRET is set")),
+    responses(
+        (status = 200, description = "Stored and counted"),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "Bad signature", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, description = "Not stored; the provider retries", body = ErrorBody),
+    )
+)]
 async fn meta_events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -82,11 +115,68 @@ async fn parse_meta(state: &AppState, headers: &HeaderMap, body: Body) -> Result
     Ok(meta::parse(&bytes)?)
 }
 
+/// What `PUBLIC_URL` stands for: the part of the request path before the one Twilio
+/// signed as the suffix.
 const TWILIO_PATH: &str = "/webhooks/twilio";
 
 const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
+/// Twilio status callback or incoming message (form-encoded); replies with empty TwiML.
+#[utoipa::path(
+    post,
+    path = "/webhooks/twilio",
+    tag = "webhooks",
+    request_body(content = Object, description = "Twilio callback parameters", content_type = "application/x-www-form-urlencoded"),
+    params(("X-Twilio-Signature" = Option<String>, Header, description = "Required when TWILIO_AUTH_TOKEN is set")),
+    responses(
+        (status = 200, description = "Empty TwiML `<Response/>`", body = String, content_type = "text/xml"),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "Bad signature", body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, description = "Not stored; the provider retries", body = ErrorBody),
+    )
+)]
 async fn twilio_events(
+    state: State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse> {
+    twilio_callback(state, uri, headers, body).await
+}
+
+/// The same as `POST /webhooks/twilio`, under any sub-path (the signature covers the
+/// full URL, so status and inbound callbacks may use distinct ones).
+#[utoipa::path(
+    post,
+    path = "/webhooks/twilio/{*rest}",
+    tag = "webhooks",
+    params(
+        ("rest" = String, Path, description = "Any sub-path, e.g. status or inbound"),
+        ("X-Twilio-Signature" = Option<String>, Header, description = "Required when TWILIO_AUTH_TOKEN is set"),
+    ),
+    request_body(content = Object, description = "Twilio callback parameters", content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Empty TwiML `<Response/>`", body = String, content_type = "text/xml"),
+        (status = 400, body = ErrorBody),
+        (status = 401, description = "Bad signature", body = ErrorBody),
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+        (status = 503, body = ErrorBody),
+    )
+)]
+async fn twilio_sub_path_events(
+    state: State<AppState>,
+    uri: OriginalUri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse> {
+    twilio_callback(state, uri, headers, body).await
+}
+
+async fn twilio_callback(
     State(state): State<AppState>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,

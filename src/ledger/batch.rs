@@ -2,7 +2,7 @@
 //! order, apply the pure rules in memory request by request, write the rows back.
 //! A handful of statements per batch, whatever its size.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
@@ -12,7 +12,8 @@ use crate::domain::session::SessionState;
 use crate::domain::settings::Settings;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
-use crate::events::{Event, InboundMessage};
+use crate::events::{Event, InboundMessage, SentMessage};
+use crate::store::reservations::{self, ReservationStatus, Settlement};
 use crate::store::{inbound, messages, sessions};
 
 type MessageKey = (Provider, String);
@@ -25,6 +26,10 @@ struct Rows {
     new_inbound: HashSet<(String, String)>,
     dirty_messages: HashSet<MessageKey>,
     dirty_sessions: HashSet<String>,
+    /// Phone → latest `sent_at` of a template that went out (while rate limiting is on).
+    templates: BTreeMap<String, i64>,
+    /// Reservations named by send hooks, in the order the hooks came.
+    settlements: Vec<Settlement>,
 }
 
 pub(super) struct Context<'a> {
@@ -61,6 +66,7 @@ pub(super) async fn apply(
         .map(|p| &rows.sessions[p])
         .collect();
     sessions::save_many(conn, &dirty, cx.now).await?;
+    reservations::apply_hooks(conn, &rows.templates, &rows.settlements, cx.now).await?;
     Ok(out)
 }
 
@@ -123,6 +129,8 @@ async fn load(
         new_inbound,
         dirty_messages: HashSet::new(),
         dirty_sessions: HashSet::new(),
+        templates: BTreeMap::new(),
+        settlements: Vec::new(),
     })
 }
 
@@ -175,6 +183,7 @@ async fn apply_event(
                 m.reservation_id = r.clone();
             }
             finish_message(&key, rows, cx, tally);
+            note_cooldown(h, rows, cx);
         }
         Event::Inbound(msg) => {
             let key = (msg.provider.as_str().to_owned(), msg.message_id.clone());
@@ -232,4 +241,30 @@ fn finish_message(key: &MessageKey, rows: &mut Rows, cx: &Context<'_>, tally: &m
     }
     m.settle(cx.now, cx.grace_ms, cx.settings, tally);
     rows.dirty_messages.insert(key.clone());
+}
+
+/// A template that went out starts its phone's cooldown at its `sent_at` (while rate
+/// limiting is on), and the reservation a hook names is settled: confirmed by a send,
+/// released by a send that failed (nothing reached the user, so the slot is given back).
+/// A failed send starts no cooldown. Written at the end of the batch, in phone order.
+fn note_cooldown(h: &SentMessage, rows: &mut Rows, cx: &Context<'_>) {
+    let sent = h.error.is_none();
+    if sent && h.hook.is_template && cx.settings.rate_limiting_enabled {
+        let latest = rows
+            .templates
+            .entry(h.phone.as_str().to_owned())
+            .or_insert(h.hook.sent_at_ms);
+        *latest = (*latest).max(h.hook.sent_at_ms);
+    }
+    if let Some(id) = &h.reservation_id {
+        rows.settlements.push(Settlement {
+            id: id.clone(),
+            to: if sent {
+                ReservationStatus::Confirmed
+            } else {
+                ReservationStatus::Released
+            },
+            message_id: h.message_id.clone(),
+        });
+    }
 }

@@ -4,6 +4,8 @@
 
 pub mod inbound;
 pub mod messages;
+pub mod queries;
+pub mod reservations;
 pub mod sessions;
 pub mod settings;
 

@@ -1,6 +1,6 @@
 //! The settings document (`/v1/config`), one row.
 
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 
 use super::Db;
 use crate::domain::settings::Settings;
@@ -29,6 +29,32 @@ pub async fn save(db: &Db, settings: &Settings, now_ms: i64) -> anyhow::Result<(
         .bind(serde_json::to_string(settings)?)
         .bind(now_ms)
         .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Reads the settings inside a write transaction, locking the row (the no-op update takes
+/// the row lock on Postgres) so that concurrent `PUT /v1/config` calls merge one after
+/// the other instead of losing each other's changes.
+pub async fn lock(conn: &mut AnyConnection) -> Result<Settings, sqlx::Error> {
+    let row =
+        sqlx::query("UPDATE settings SET updated_ms = updated_ms WHERE id = 1 RETURNING document")
+            .fetch_one(conn)
+            .await?;
+    let doc: String = row.try_get(0)?;
+    serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+pub async fn write(
+    conn: &mut AnyConnection,
+    settings: &Settings,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let doc = serde_json::to_string(settings).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    sqlx::query("UPDATE settings SET document = $1, updated_ms = $2 WHERE id = 1")
+        .bind(doc)
+        .bind(now_ms)
+        .execute(conn)
         .await?;
     Ok(())
 }

@@ -1,0 +1,217 @@
+//! `PUT /v1/config`: a partial settings document merged into the current one, then
+//! checked. Merging follows JSON Merge Patch (RFC 7396), which operators know from
+//! other APIs: objects merge key by key (`{"rates": {"marketing": 0.8}}` changes one
+//! price), `null` removes a key (`{"country_rates": {"1": null}}` drops a prefix), and
+//! anything else replaces.
+
+use serde_json::{Map, Value};
+
+use super::settings::Settings;
+
+pub const MAX_COOLDOWN_HOURS: u32 = 168;
+
+/// A rejected patch: the field it names (dotted path) and why.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct PatchError {
+    pub field: String,
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> PatchError {
+    PatchError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// RFC 7396 merge of `patch` into `target`.
+pub fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let target = target.as_object_mut().expect("made an object above");
+    for (k, v) in patch {
+        if v.is_null() {
+            target.remove(k);
+        } else {
+            merge(target.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+/// The settings after applying `patch` to `current`, checked; `updated_at` is left as it
+/// was (the caller stamps it when something changed). `updated_at` in the patch is
+/// ignored, so a document read with GET can be sent back whole.
+pub fn apply(current: &Settings, patch: &Value) -> Result<Settings, PatchError> {
+    let Value::Object(fields) = patch else {
+        return Err(err("body", "must be a JSON object of settings"));
+    };
+    let mut doc = serde_json::to_value(current).map_err(|e| err("body", e.to_string()))?;
+    let known = doc
+        .as_object()
+        .expect("settings serialise to an object")
+        .clone();
+    let mut patch = fields.clone();
+    patch.remove("updated_at");
+    if let Some(unknown) = patch.keys().find(|k| !known.contains_key(*k)) {
+        return Err(err(unknown.clone(), "is not a setting"));
+    }
+    merge(&mut doc, &Value::Object(patch));
+    let mut merged: Settings = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'));
+        match missing {
+            Some(name) => err(name, "may not be null"),
+            None => err(path.trim_end_matches(".?"), inner),
+        }
+    })?;
+    merged.updated_at = current.updated_at;
+    validate(&merged)?;
+    Ok(merged)
+}
+
+fn check_price(field: String, price: f64) -> Result<(), PatchError> {
+    if price.is_finite() && price >= 0.0 {
+        Ok(())
+    } else {
+        Err(err(field, "must be a finite number of at least 0"))
+    }
+}
+
+/// The rules a stored settings document obeys.
+pub fn validate(s: &Settings) -> Result<(), PatchError> {
+    if s.template_cooldown_hours > MAX_COOLDOWN_HOURS {
+        return Err(err(
+            "template_cooldown_hours",
+            format!("must be from 0 to {MAX_COOLDOWN_HOURS}"),
+        ));
+    }
+    if !(s.currency.len() == 3 && s.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(err(
+            "currency",
+            "must be a 3-letter ISO 4217 code such as INR or USD",
+        ));
+    }
+    for (c, p) in &s.rates {
+        check_price(format!("rates.{}", c.as_str()), *p)?;
+    }
+    for (prefix, table) in &s.country_rates {
+        let ok = (1..=6).contains(&prefix.len())
+            && prefix.bytes().all(|b| b.is_ascii_digit())
+            && !prefix.starts_with('0');
+        if !ok {
+            return Err(err(
+                format!("country_rates.{prefix}"),
+                "must be a calling-code prefix of 1 to 6 digits, without + or a leading 0",
+            ));
+        }
+        for (c, p) in table {
+            check_price(format!("country_rates.{prefix}.{}", c.as_str()), *p)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::category::Category;
+
+    fn field(r: Result<Settings, PatchError>) -> String {
+        r.unwrap_err().field
+    }
+
+    #[test]
+    fn a_partial_patch_changes_only_what_it_names() {
+        let s = apply(
+            &Settings::default(),
+            &json!({"template_cooldown_hours": 24, "rates": {"marketing": 0.8}}),
+        )
+        .unwrap();
+        assert_eq!(s.template_cooldown_hours, 24);
+        assert_eq!(s.rates[&Category::Marketing], 0.8);
+        assert_eq!(s.rates[&Category::Utility], 0.35, "other prices stay");
+        assert!(s.rate_limiting_enabled);
+    }
+
+    #[test]
+    fn null_removes_a_country_prefix_and_lists_replace() {
+        let with_us = apply(
+            &Settings::default(),
+            &json!({"country_rates": {"1": {"marketing": 0.025}, "44": {"utility": 0.02}},
+                    "free_in_window_categories": ["service", "utility"]}),
+        )
+        .unwrap();
+        assert_eq!(
+            with_us.free_in_window_categories,
+            vec![Category::Service, Category::Utility]
+        );
+        let without = apply(&with_us, &json!({"country_rates": {"1": null}})).unwrap();
+        assert_eq!(without.country_rates.keys().collect::<Vec<_>>(), ["44"]);
+    }
+
+    #[test]
+    fn a_whole_document_from_get_round_trips() {
+        let mut current = Settings::default();
+        current.updated_at = chrono::DateTime::from_timestamp_millis(1_000);
+        let doc = serde_json::to_value(&current).unwrap();
+        assert_eq!(apply(&current, &doc).unwrap(), current);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let d = Settings::default();
+        assert_eq!(field(apply(&d, &json!({"colour": 1}))), "colour");
+        assert_eq!(
+            field(apply(&d, &json!({"template_cooldown_hours": 169}))),
+            "template_cooldown_hours"
+        );
+        assert_eq!(
+            field(apply(&d, &json!({"template_cooldown_hours": -1}))),
+            "template_cooldown_hours"
+        );
+        assert_eq!(
+            field(apply(&d, &json!({"template_cooldown_hours": null}))),
+            "template_cooldown_hours"
+        );
+        assert_eq!(
+            field(apply(&d, &json!({"rates": {"marketing": -0.1}}))),
+            "rates.marketing"
+        );
+        assert_eq!(field(apply(&d, &json!({"rates": {"promo": 1.0}}))), "rates");
+        assert_eq!(field(apply(&d, &json!({"currency": "inr"}))), "currency");
+        assert_eq!(
+            field(apply(&d, &json!({"free_in_window_categories": ["gift"]}))),
+            "free_in_window_categories[0]"
+        );
+        assert_eq!(
+            field(apply(
+                &d,
+                &json!({"country_rates": {"+1": {"utility": 0.1}}})
+            )),
+            "country_rates.+1"
+        );
+        assert_eq!(
+            field(apply(&d, &json!({"rate_limiting_enabled": "yes"}))),
+            "rate_limiting_enabled"
+        );
+        assert_eq!(field(apply(&d, &json!([1]))), "body");
+    }
+
+    #[test]
+    fn cooldown_bounds_are_inclusive() {
+        let d = Settings::default();
+        assert!(apply(&d, &json!({"template_cooldown_hours": 0})).is_ok());
+        assert!(apply(&d, &json!({"template_cooldown_hours": 168})).is_ok());
+    }
+}

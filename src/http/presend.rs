@@ -1,0 +1,379 @@
+//! The pre-send API (CONTRACT §3): `POST /v1/check-send` answers "may I send this now,
+//! and what will it cost", optionally taking the phone's template slot;
+//! `DELETE /v1/reservations/{id}` gives a slot back. See docs/presend.md.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tracing::debug;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, Result};
+use super::events::read_json_items;
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::domain::category::Category;
+use crate::domain::cooldown::{cooldown_ms, Slot};
+use crate::domain::phone::Phone;
+use crate::domain::pricing::Quote;
+use crate::domain::window::Window;
+use crate::store::queries;
+use crate::store::reservations::{self, Reservation, ReservationStatus};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(check_send))
+        .routes(routes!(release))
+}
+
+/// A pre-send question.
+#[derive(Deserialize, ToSchema)]
+pub struct CheckSendRequest {
+    /// `+919876543210`, `919876543210` or `whatsapp:+919876543210`.
+    #[schema(example = "919876543210")]
+    pub phone: String,
+    #[serde(default)]
+    pub is_template: bool,
+    #[serde(default)]
+    pub template_name: Option<String>,
+    /// Required when `is_template` is true.
+    #[serde(default)]
+    #[schema(example = "utility")]
+    pub template_category: Option<String>,
+    /// Take the phone's template slot if the send is allowed.
+    #[serde(default)]
+    pub reserve: bool,
+}
+
+/// Why a send is blocked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockedReason {
+    /// Free-form message outside the 24-hour window with `block_out_of_session_messages` on.
+    OutsideSessionWindow,
+    /// A template inside the phone's cooldown (or while a reservation holds its slot).
+    RateLimited,
+}
+
+impl BlockedReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockedReason::OutsideSessionWindow => "outside_session_window",
+            BlockedReason::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A phone's 24-hour customer-service window at the time of the check.
+#[derive(Serialize, ToSchema)]
+pub struct SessionWindow {
+    pub is_active: bool,
+    /// When the window closes; null when it is not open.
+    pub expires_at: Option<String>,
+    /// Whole minutes left, rounded up; 0 when not open.
+    pub remaining_minutes: i64,
+}
+
+impl SessionWindow {
+    pub fn at(window: Window, now_ms: i64) -> Self {
+        let open = window.is_open_at(now_ms);
+        Self {
+            is_active: open,
+            expires_at: window.expires_at_ms().filter(|_| open).map(rfc3339),
+            remaining_minutes: window.remaining_minutes(now_ms),
+        }
+    }
+}
+
+/// The phone's template cooldown (null for free-form messages or when rate limiting is off).
+#[derive(Serialize, ToSchema)]
+pub struct RateLimit {
+    pub can_send: bool,
+    /// Whole minutes until another template may go to this phone, rounded up; 0 when it may.
+    pub cooldown_remaining_minutes: i64,
+    /// `sent_at` of the phone's latest template send hook; null when none is recorded.
+    pub last_template_sent_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CostQuote {
+    pub amount: f64,
+    #[schema(example = "INR")]
+    pub currency: String,
+    /// service_message, within_session, template_outside_session,
+    /// category_always_charged or cost_tracking_disabled.
+    #[schema(example = "within_session")]
+    pub reason: String,
+}
+
+/// A taken template slot.
+#[derive(Serialize, ToSchema)]
+pub struct ReservationRef {
+    pub id: String,
+    /// When the slot frees on its own if the reservation is neither confirmed by a send
+    /// hook nor released: reservation time plus the cooldown.
+    pub expires_at: String,
+}
+
+/// The pre-send decision. Every key is always present.
+#[derive(Serialize, ToSchema)]
+pub struct CheckSendReply {
+    pub phone: String,
+    pub can_send: bool,
+    pub blocked_reason: Option<BlockedReason>,
+    /// Null when session tracking is off.
+    pub session: Option<SessionWindow>,
+    pub rate_limit: Option<RateLimit>,
+    pub cost: CostQuote,
+    /// Set only when `reserve` was true and the send is allowed.
+    pub reservation: Option<ReservationRef>,
+}
+
+/// A reservation as it stands.
+#[derive(Serialize, ToSchema)]
+pub struct ReservationState {
+    pub id: String,
+    pub phone: String,
+    /// held, confirmed or released.
+    #[schema(example = "released")]
+    pub status: String,
+    pub created_at: String,
+    pub expires_at: String,
+    /// The send hook that confirmed it; null unless confirmed.
+    pub message_id: Option<String>,
+}
+
+impl From<Reservation> for ReservationState {
+    fn from(r: Reservation) -> Self {
+        Self {
+            status: r.status.as_str().to_owned(),
+            created_at: rfc3339(r.created_ms),
+            expires_at: rfc3339(r.expires_ms),
+            message_id: (!r.message_id.is_empty()).then_some(r.message_id),
+            id: r.id,
+            phone: r.phone,
+        }
+    }
+}
+
+struct Question {
+    phone: Phone,
+    /// `None` for free-form.
+    category: Option<Category>,
+    reserve: bool,
+}
+
+impl CheckSendRequest {
+    fn validate(self) -> Result<Question> {
+        let phone =
+            Phone::parse(&self.phone).map_err(|e| ApiError::invalid("phone", e.to_string()))?;
+        let category = if self.is_template {
+            let raw = self.template_category.ok_or_else(|| {
+                ApiError::invalid("template_category", "is required when is_template is true")
+            })?;
+            Some(Category::parse(&raw).ok_or_else(|| {
+                ApiError::invalid(
+                    "template_category",
+                    "must be one of marketing, marketing_lite, utility, authentication, \
+                     authentication_international, service",
+                )
+            })?)
+        } else {
+            None
+        };
+        if let Some(name) = &self.template_name {
+            if name.len() > 512 || name.contains('\0') {
+                return Err(ApiError::invalid(
+                    "template_name",
+                    "must be at most 512 bytes of text",
+                ));
+            }
+        }
+        Ok(Question {
+            phone,
+            category,
+            reserve: self.reserve,
+        })
+    }
+}
+
+/// 128 random bits: unguessable, so one bot cannot release another's reservation by
+/// counting.
+fn new_reservation_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("rsv_{}", hex::encode(bytes))
+}
+
+/// Pre-send decision: window, cooldown, cost; with `reserve: true` the cooldown slot is
+/// taken atomically before the reply.
+#[utoipa::path(
+    post,
+    path = "/v1/check-send",
+    tag = "pre-send",
+    request_body = CheckSendRequest,
+    responses(
+        (status = 200, description = "The decision", body = CheckSendReply),
+        (status = 400, description = "Malformed JSON", body = crate::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong API key", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Invalid field (named in the message)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn check_send(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<CheckSendReply>> {
+    let mut items: Vec<(String, CheckSendRequest)> = read_json_items(&headers, body).await?;
+    if items.len() != 1 || !items[0].0.is_empty() {
+        return Err(ApiError::invalid("body", "must be one JSON object"));
+    }
+    let q = items.remove(0).1.validate()?;
+    let settings = state.settings.get();
+    let now = state.clock.now_ms();
+    let cooldown = cooldown_ms(settings.template_cooldown_hours);
+    let rate_limited_kind = q.category.is_some() && settings.rate_limiting_enabled;
+
+    let (window, mut slot) = {
+        let mut conn = state.db.pool().acquire().await?;
+        let window = match settings.session_tracking_enabled {
+            true => Some(queries::window(&mut conn, q.phone.as_str()).await?),
+            false => None,
+        };
+        let slot = match rate_limited_kind {
+            true => Some(reservations::slot(&mut conn, q.phone.as_str()).await?),
+            false => None,
+        };
+        (window, slot)
+    };
+    let open = window.is_some_and(|w| w.is_open_at(now));
+    let quote = settings.quote(Some(&q.phone), q.category, open);
+
+    let mut blocked = None;
+    if q.category.is_none() && settings.block_out_of_session_messages && window.is_some() && !open {
+        blocked = Some(BlockedReason::OutsideSessionWindow);
+    }
+    if slot.is_some_and(|s| !s.is_free_at(now, cooldown)) {
+        blocked = Some(BlockedReason::RateLimited);
+    }
+
+    let mut reservation = None;
+    if blocked.is_none() && q.reserve && rate_limited_kind {
+        match reserve(&state, &q.phone, now, cooldown).await? {
+            Ok(r) => reservation = Some(r),
+            Err(now_taken) => {
+                // Another caller took the slot between our read and our write.
+                blocked = Some(BlockedReason::RateLimited);
+                slot = Some(now_taken);
+            }
+        }
+    }
+
+    let reply = CheckSendReply {
+        phone: q.phone.as_str().to_owned(),
+        can_send: blocked.is_none(),
+        blocked_reason: blocked,
+        session: window.map(|w| SessionWindow::at(w, now)),
+        rate_limit: slot.map(|s| rate_limit_view(s, now, cooldown)),
+        cost: cost_view(quote, &settings.currency),
+        reservation: reservation.map(|r| ReservationRef {
+            id: r.id,
+            expires_at: rfc3339(r.expires_ms),
+        }),
+    };
+    let (decision, reason) = metric_labels(blocked, quote);
+    state.metrics.record_presend(decision, reason);
+    debug!(phone = %q.phone, decision, reason, reserved = reply.reservation.is_some(), "pre-send check");
+    Ok(Json(reply))
+}
+
+/// The `{decision, reason}` of `messaging_presend_checks_total`: a blocked check says why
+/// it was blocked, an allowed one gives its cost reason. Seven values in all.
+pub fn metric_labels(blocked: Option<BlockedReason>, quote: Quote) -> (&'static str, &'static str) {
+    match blocked {
+        Some(b) => ("blocked", b.as_str()),
+        None => ("allowed", quote.reason.as_str()),
+    }
+}
+
+fn rate_limit_view(slot: Slot, now: i64, cooldown: i64) -> RateLimit {
+    RateLimit {
+        can_send: slot.is_free_at(now, cooldown),
+        cooldown_remaining_minutes: slot.remaining_minutes(now, cooldown),
+        last_template_sent_at: (slot.last_template_ms > 0).then(|| rfc3339(slot.last_template_ms)),
+    }
+}
+
+fn cost_view(quote: Quote, currency: &str) -> CostQuote {
+    CostQuote {
+        amount: quote.amount,
+        currency: currency.to_owned(),
+        reason: quote.reason.as_str().to_owned(),
+    }
+}
+
+/// Takes the slot and records the reservation in one transaction. `Err(slot)` when the
+/// slot was no longer free, with the slot as it now stands.
+async fn reserve(
+    state: &AppState,
+    phone: &Phone,
+    now: i64,
+    cooldown: i64,
+) -> Result<std::result::Result<Reservation, Slot>> {
+    let id = new_reservation_id();
+    let mut w = state.db.begin_write().await?;
+    if !reservations::take(&mut w.tx, phone.as_str(), &id, now, cooldown).await? {
+        let slot = reservations::slot(&mut w.tx, phone.as_str()).await?;
+        w.commit().await?;
+        return Ok(Err(slot));
+    }
+    let r = Reservation {
+        id,
+        phone: phone.as_str().to_owned(),
+        created_ms: now,
+        expires_ms: now + cooldown,
+        status: ReservationStatus::Held,
+        message_id: String::new(),
+    };
+    reservations::insert(&mut w.tx, &r, now).await?;
+    w.commit().await?;
+    Ok(Ok(r))
+}
+
+/// Gives a reservation's slot back. Releasing again answers the same; a confirmed
+/// reservation stays confirmed (its template went out, so its cooldown stands).
+#[utoipa::path(
+    delete,
+    path = "/v1/reservations/{id}",
+    tag = "pre-send",
+    params(("id" = String, Path, description = "The reservation's id from /v1/check-send")),
+    responses(
+        (status = 200, description = "The reservation after the release", body = ReservationState),
+        (status = 401, description = "Missing or wrong API key", body = crate::openapi::ErrorBody),
+        (status = 404, description = "No such reservation", body = crate::openapi::ErrorBody),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn release(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationState>> {
+    let now = state.clock.now_ms();
+    let mut w = state.db.begin_write().await?;
+    let Some(mut r) = reservations::get(&mut w.tx, &id).await? else {
+        return Err(ApiError::NotFound("no such reservation".into()));
+    };
+    if r.status == ReservationStatus::Held
+        && reservations::settle(&mut w.tx, &id, ReservationStatus::Released, "", now).await?
+    {
+        r.status = ReservationStatus::Released;
+    }
+    w.commit().await?;
+    Ok(Json(r.into()))
+}

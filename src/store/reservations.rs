@@ -1,0 +1,264 @@
+//! `cooldowns` and `reservations`: the per-phone template slot and the reservations that
+//! take it. Every write touches `cooldowns` (in phone order when several) before
+//! `reservations`, so that two transactions never wait on each other's rows in opposite
+//! orders.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AnyConnection, Row};
+
+use crate::domain::cooldown::{free_if_anchored_before, Slot};
+
+/// A reservation as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: String,
+    pub phone: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+    pub status: ReservationStatus,
+    pub message_id: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReservationStatus {
+    /// Holding the slot, waiting for its send hook or a release.
+    Held,
+    /// A send hook named it: the template went out.
+    Confirmed,
+    /// Given back (`DELETE /v1/reservations/{id}`, or a send hook reporting a failed send).
+    Released,
+}
+
+impl ReservationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReservationStatus::Held => "held",
+            ReservationStatus::Confirmed => "confirmed",
+            ReservationStatus::Released => "released",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "held" => Some(ReservationStatus::Held),
+            "confirmed" => Some(ReservationStatus::Confirmed),
+            "released" => Some(ReservationStatus::Released),
+            _ => None,
+        }
+    }
+}
+
+/// One phone's slot (the default, free, when the phone has none).
+pub async fn slot(conn: &mut AnyConnection, phone: &str) -> Result<Slot, sqlx::Error> {
+    let row = sqlx::query("SELECT last_template_ms, hold_ms FROM cooldowns WHERE phone = $1")
+        .bind(phone)
+        .fetch_optional(conn)
+        .await?;
+    match row {
+        Some(r) => Ok(Slot {
+            last_template_ms: r.try_get(0)?,
+            hold_ms: r.try_get(1)?,
+        }),
+        None => Ok(Slot::default()),
+    }
+}
+
+/// Takes the phone's slot for reservation `id` if it is free at `now_ms`; true when this
+/// call took it. The `WHERE` of the upsert is evaluated on the row as it stands after
+/// any concurrent writer committed (Postgres re-checks it under the row lock; SQLite
+/// writers are serialised), so of any number of concurrent takers exactly one wins.
+pub async fn take(
+    conn: &mut AnyConnection,
+    phone: &str,
+    id: &str,
+    now_ms: i64,
+    cooldown_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let row = sqlx::query(
+        "INSERT INTO cooldowns (phone, last_template_ms, hold_id, hold_ms, updated_ms) \
+         VALUES ($1, 0, $2, $3, $3) \
+         ON CONFLICT (phone) DO UPDATE SET hold_id = excluded.hold_id, hold_ms = excluded.hold_ms, \
+         updated_ms = excluded.updated_ms \
+         WHERE cooldowns.last_template_ms <= $4 AND cooldowns.hold_ms <= $4 \
+         RETURNING hold_id",
+    )
+    .bind(phone)
+    .bind(id)
+    .bind(now_ms)
+    .bind(free_if_anchored_before(now_ms, cooldown_ms))
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.is_some())
+}
+
+pub async fn insert(
+    conn: &mut AnyConnection,
+    r: &Reservation,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO reservations (id, phone, created_ms, expires_ms, status, message_id, updated_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&r.id)
+    .bind(&r.phone)
+    .bind(r.created_ms)
+    .bind(r.expires_ms)
+    .bind(r.status.as_str())
+    .bind(&r.message_id)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Reservation>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, phone, created_ms, expires_ms, status, message_id FROM reservations WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        let status: String = r.try_get(4)?;
+        Ok(Reservation {
+            id: r.try_get(0)?,
+            phone: r.try_get(1)?,
+            created_ms: r.try_get(2)?,
+            expires_ms: r.try_get(3)?,
+            status: ReservationStatus::parse(&status).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown reservation status {status:?}").into())
+            })?,
+            message_id: r.try_get(5)?,
+        })
+    })
+    .transpose()
+}
+
+/// Gives the slot back if reservation `id` still holds it, and marks a held reservation
+/// `to` (confirmed or released). Returns false when it was not held (already settled
+/// or unknown), in which case nothing changes.
+pub async fn settle(
+    conn: &mut AnyConnection,
+    id: &str,
+    to: ReservationStatus,
+    message_id: &str,
+    now_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id = $1",
+    )
+    .bind(id)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    let done = sqlx::query(
+        "UPDATE reservations SET status = $2, message_id = $3, updated_ms = $4 \
+         WHERE id = $1 AND status = 'held'",
+    )
+    .bind(id)
+    .bind(to.as_str())
+    .bind(message_id)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A template send hook: the phone's cooldown runs from `sent_at_ms` unless a later
+/// template is already recorded (hooks may arrive out of order).
+pub async fn record_template(
+    conn: &mut AnyConnection,
+    phone: &str,
+    sent_at_ms: i64,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cooldowns (phone, last_template_ms, updated_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (phone) DO UPDATE SET last_template_ms = CASE \
+         WHEN excluded.last_template_ms > cooldowns.last_template_ms \
+         THEN excluded.last_template_ms ELSE cooldowns.last_template_ms END, \
+         updated_ms = excluded.updated_ms",
+    )
+    .bind(phone)
+    .bind(sent_at_ms)
+    .bind(now_ms)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A send hook's verdict on the reservation it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
+    pub id: String,
+    pub to: ReservationStatus,
+    pub message_id: String,
+}
+
+/// What a batch of send hooks does to cooldowns: each phone's cooldown runs from its
+/// latest template (`templates`), and each named reservation that still holds its slot
+/// gives up the hold and becomes confirmed or released. Rows are locked in phone order,
+/// then reservations in id order, whatever order the hooks came in.
+pub async fn apply_hooks(
+    conn: &mut AnyConnection,
+    templates: &BTreeMap<String, i64>,
+    settlements: &[Settlement],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    if templates.is_empty() && settlements.is_empty() {
+        return Ok(());
+    }
+    // phone → (latest template, reservations whose hold to end)
+    let mut by_phone: BTreeMap<&str, (Option<i64>, Vec<&str>)> = BTreeMap::new();
+    for (phone, sent_at) in templates {
+        by_phone.entry(phone).or_default().0 = Some(*sent_at);
+    }
+    let mut phones = Vec::with_capacity(settlements.len());
+    for s in settlements {
+        let phone: Option<String> = sqlx::query("SELECT phone FROM reservations WHERE id = $1")
+            .bind(&s.id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        phones.push(phone);
+    }
+    for (s, phone) in settlements.iter().zip(&phones) {
+        if let Some(phone) = phone {
+            by_phone.entry(phone).or_default().1.push(&s.id);
+        }
+    }
+    for (phone, (sent_at, holds)) in &by_phone {
+        if let Some(sent_at) = sent_at {
+            record_template(conn, phone, *sent_at, now_ms).await?;
+        }
+        for id in holds {
+            sqlx::query(
+                "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $3 \
+                 WHERE phone = $1 AND hold_id = $2",
+            )
+            .bind(*phone)
+            .bind(*id)
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let mut ordered: Vec<&Settlement> = settlements.iter().collect();
+    ordered.sort_by(|a, b| a.id.cmp(&b.id)); // stable: the first hook naming an id wins
+    for s in ordered {
+        sqlx::query(
+            "UPDATE reservations SET status = $2, message_id = $3, updated_ms = $4 \
+             WHERE id = $1 AND status = 'held'",
+        )
+        .bind(&s.id)
+        .bind(s.to.as_str())
+        .bind(&s.message_id)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
