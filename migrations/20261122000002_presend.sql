@@ -35,3 +35,7 @@ CREATE INDEX reservations_updated ON reservations (updated_ms);
 
 -- `/v1/errors` lists failed messages newest first.
 CREATE INDEX outbound_messages_failed ON outbound_messages (failed_ms) WHERE failed_ms > 0;
+
+-- Bumped by every change of the settings document, so that a replica's periodic reload
+-- never replaces settings it already holds with an older read (clocks may differ).
+ALTER TABLE settings ADD COLUMN version BIGINT NOT NULL DEFAULT 0;

@@ -63,8 +63,8 @@ where
 
 /// Settings changed through another replica, the active-session gauge and readiness.
 async fn refresh(s: &AppState) {
-    match store::settings::load(&s.db).await {
-        Ok(settings) => s.settings.set(settings),
+    match store::settings::load_versioned(&s.db).await {
+        Ok((settings, version)) => s.settings.offer(settings, version),
         Err(e) => warn!(error = %e, "could not refresh settings; keeping the last ones"),
     }
     let since = s.clock.now_ms() - WINDOW_MS;

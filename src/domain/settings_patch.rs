@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 
+use super::category::Category;
 use super::settings::Settings;
 
 pub const MAX_COOLDOWN_HOURS: u32 = 168;
@@ -62,6 +63,7 @@ pub fn apply(current: &Settings, patch: &Value) -> Result<Settings, PatchError> 
         return Err(err(unknown.clone(), "is not a setting"));
     }
     merge(&mut doc, &Value::Object(patch));
+    check_price_tables(&doc)?;
     let mut merged: Settings = serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -76,6 +78,37 @@ pub fn apply(current: &Settings, patch: &Value) -> Result<Settings, PatchError> 
     merged.updated_at = current.updated_at;
     validate(&merged)?;
     Ok(merged)
+}
+
+/// Names the offending key of a price table: serde cannot, as the tables are keyed by
+/// an enum (its path shows `?` for the key).
+fn check_price_table(field: &str, table: &Value) -> Result<(), PatchError> {
+    let Value::Object(table) = table else {
+        return Err(err(field, "must be an object of category → price"));
+    };
+    for (k, v) in table {
+        if Category::parse(k).is_none_or(|c| c.as_str() != k) {
+            return Err(err(
+                format!("{field}.{k}"),
+                "is not a category (marketing, marketing_lite, utility, authentication, \
+                 authentication_international, service)",
+            ));
+        }
+        if !v.is_number() {
+            return Err(err(format!("{field}.{k}"), "must be a number"));
+        }
+    }
+    Ok(())
+}
+
+fn check_price_tables(doc: &Value) -> Result<(), PatchError> {
+    check_price_table("rates", &doc["rates"])?;
+    match &doc["country_rates"] {
+        Value::Object(countries) => countries
+            .iter()
+            .try_for_each(|(prefix, t)| check_price_table(&format!("country_rates.{prefix}"), t)),
+        _ => Err(err("country_rates", "must be an object of prefix → prices")),
+    }
 }
 
 fn check_price(field: String, price: f64) -> Result<(), PatchError> {
@@ -125,7 +158,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::category::Category;
 
     fn field(r: Result<Settings, PatchError>) -> String {
         r.unwrap_err().field
@@ -188,7 +220,14 @@ mod tests {
             field(apply(&d, &json!({"rates": {"marketing": -0.1}}))),
             "rates.marketing"
         );
-        assert_eq!(field(apply(&d, &json!({"rates": {"promo": 1.0}}))), "rates");
+        assert_eq!(
+            field(apply(&d, &json!({"rates": {"promo": 1.0}}))),
+            "rates.promo"
+        );
+        assert_eq!(
+            field(apply(&d, &json!({"rates": {"utility": "cheap"}}))),
+            "rates.utility"
+        );
         assert_eq!(field(apply(&d, &json!({"currency": "inr"}))), "currency");
         assert_eq!(
             field(apply(&d, &json!({"free_in_window_categories": ["gift"]}))),

@@ -94,16 +94,18 @@ pub async fn put_config(
         .map_err(|e| ApiError::Malformed(format!("malformed JSON: {e}")))?;
     let now = state.clock.now_ms();
     let mut w = state.db.begin_write().await?;
-    let current = store::settings::lock(&mut w.tx).await?;
+    let (current, version) = store::settings::lock(&mut w.tx).await?;
     let mut next = settings_patch::apply(&current, &patch)
         .map_err(|e| ApiError::invalid(e.field, e.message))?;
-    if next != current {
+    if next == current {
+        state.settings.offer(next.clone(), version);
+    } else {
         next.updated_at = chrono::DateTime::from_timestamp_millis(now);
-        store::settings::write(&mut w.tx, &next, now).await?;
+        let version = store::settings::write(&mut w.tx, &next, now).await?;
         w.commit().await?;
+        state.settings.offer(next.clone(), version);
         info!(changed = %changed_keys(&current, &next), "settings changed");
     }
-    state.settings.set(next.clone());
     Ok(Json(next))
 }
 

@@ -33,28 +33,44 @@ pub async fn save(db: &Db, settings: &Settings, now_ms: i64) -> anyhow::Result<(
     Ok(())
 }
 
-/// Reads the settings inside a write transaction, locking the row (the no-op update takes
-/// the row lock on Postgres) so that concurrent `PUT /v1/config` calls merge one after
-/// the other instead of losing each other's changes.
-pub async fn lock(conn: &mut AnyConnection) -> Result<Settings, sqlx::Error> {
-    let row =
-        sqlx::query("UPDATE settings SET updated_ms = updated_ms WHERE id = 1 RETURNING document")
-            .fetch_one(conn)
-            .await?;
+/// The stored settings and their version (bumped by every change).
+pub async fn load_versioned(db: &Db) -> anyhow::Result<(Settings, i64)> {
+    let row = sqlx::query("SELECT document, version FROM settings WHERE id = 1")
+        .fetch_one(db.pool())
+        .await?;
     let doc: String = row.try_get(0)?;
-    serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    Ok((serde_json::from_str(&doc)?, row.try_get(1)?))
 }
 
+/// Reads the settings and their version inside a write transaction, locking the row
+/// (the no-op update takes the row lock on Postgres) so that concurrent
+/// `PUT /v1/config` calls merge one after the other instead of losing each other's
+/// changes.
+pub async fn lock(conn: &mut AnyConnection) -> Result<(Settings, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "UPDATE settings SET updated_ms = updated_ms WHERE id = 1 RETURNING document, version",
+    )
+    .fetch_one(conn)
+    .await?;
+    let doc: String = row.try_get(0)?;
+    let settings = serde_json::from_str(&doc).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok((settings, row.try_get(1)?))
+}
+
+/// Stores a changed document, returning its new version.
 pub async fn write(
     conn: &mut AnyConnection,
     settings: &Settings,
     now_ms: i64,
-) -> Result<(), sqlx::Error> {
+) -> Result<i64, sqlx::Error> {
     let doc = serde_json::to_string(settings).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    sqlx::query("UPDATE settings SET document = $1, updated_ms = $2 WHERE id = 1")
-        .bind(doc)
-        .bind(now_ms)
-        .execute(conn)
-        .await?;
-    Ok(())
+    sqlx::query(
+        "UPDATE settings SET document = $1, updated_ms = $2, version = version + 1 \
+         WHERE id = 1 RETURNING version",
+    )
+    .bind(doc)
+    .bind(now_ms)
+    .fetch_one(conn)
+    .await?
+    .try_get(0)
 }

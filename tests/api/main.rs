@@ -4,10 +4,15 @@
 mod helpers;
 
 mod bad_input;
+mod config;
 mod counting;
 mod fixtures;
+mod openapi;
 mod ops;
+mod presend;
 mod process;
+mod queries;
 mod replicas_and_faults;
 mod signatures;
 mod slow_clients;
+mod v1;
