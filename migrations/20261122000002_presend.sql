@@ -16,6 +16,8 @@ CREATE TABLE cooldowns (
     hold_ms           BIGINT NOT NULL DEFAULT 0,
     updated_ms        BIGINT NOT NULL
 );
+-- A release or a confirming send hook finds the slot by the reservation holding it.
+CREATE INDEX cooldowns_hold ON cooldowns (hold_id);
 
 -- Every reservation handed out, so that a release or a send hook can find it and a
 -- repeated release is answered the same way. status: held, confirmed, released.

@@ -391,6 +391,11 @@ impl Metrics {
                 });
             }
         }
+        for (decision, reason) in crate::domain::presend::metric_label_values() {
+            let _ = m
+                .presend
+                .get_or_create(&DecisionLabels { decision, reason });
+        }
         for label in ["template", "code", "model", "operation", "intent"] {
             let _ = m.label_overflow.get_or_create(&LabelName { label });
         }

@@ -47,8 +47,10 @@ mod tests {
     #[test]
     fn an_older_version_does_not_replace_a_newer_one() {
         let cache = SettingsCache::new(Settings::default());
-        let mut newer = Settings::default();
-        newer.template_cooldown_hours = 1;
+        let newer = Settings {
+            template_cooldown_hours: 1,
+            ..Settings::default()
+        };
         cache.offer(newer, 3);
         cache.offer(Settings::default(), 2);
         assert_eq!(cache.get().template_cooldown_hours, 1);

@@ -4,6 +4,7 @@ pub mod category;
 pub mod cooldown;
 pub mod message;
 pub mod phone;
+pub mod presend;
 pub mod pricing;
 pub mod session;
 pub mod settings;

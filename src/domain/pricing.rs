@@ -15,6 +15,14 @@ pub enum CostReason {
 }
 
 impl CostReason {
+    pub const ALL: [CostReason; 5] = [
+        CostReason::ServiceMessage,
+        CostReason::WithinSession,
+        CostReason::TemplateOutsideSession,
+        CostReason::CategoryAlwaysCharged,
+        CostReason::CostTrackingDisabled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CostReason::ServiceMessage => "service_message",

@@ -194,8 +194,10 @@ mod tests {
 
     #[test]
     fn a_whole_document_from_get_round_trips() {
-        let mut current = Settings::default();
-        current.updated_at = chrono::DateTime::from_timestamp_millis(1_000);
+        let current = Settings {
+            updated_at: chrono::DateTime::from_timestamp_millis(1_000),
+            ..Settings::default()
+        };
         let doc = serde_json::to_value(&current).unwrap();
         assert_eq!(apply(&current, &doc).unwrap(), current);
     }

@@ -20,6 +20,7 @@ use crate::clock::rfc3339;
 use crate::domain::category::Category;
 use crate::domain::cooldown::{cooldown_ms, Slot};
 use crate::domain::phone::Phone;
+use crate::domain::presend::{self, Known};
 use crate::domain::pricing::Quote;
 use crate::domain::window::Window;
 use crate::store::queries;
@@ -48,25 +49,6 @@ pub struct CheckSendRequest {
     /// Take the phone's template slot if the send is allowed.
     #[serde(default)]
     pub reserve: bool,
-}
-
-/// Why a send is blocked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum BlockedReason {
-    /// Free-form message outside the 24-hour window with `block_out_of_session_messages` on.
-    OutsideSessionWindow,
-    /// A template inside the phone's cooldown (or while a reservation holds its slot).
-    RateLimited,
-}
-
-impl BlockedReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BlockedReason::OutsideSessionWindow => "outside_session_window",
-            BlockedReason::RateLimited => "rate_limited",
-        }
-    }
 }
 
 /// A phone's 24-hour customer-service window at the time of the check.
@@ -125,7 +107,9 @@ pub struct ReservationRef {
 pub struct CheckSendReply {
     pub phone: String,
     pub can_send: bool,
-    pub blocked_reason: Option<BlockedReason>,
+    /// outside_session_window or rate_limited; null when allowed.
+    #[schema(example = "rate_limited")]
+    pub blocked_reason: Option<String>,
     /// Null when session tracking is off.
     pub session: Option<SessionWindow>,
     pub rate_limit: Option<RateLimit>,
@@ -238,68 +222,51 @@ pub async fn check_send(
     let settings = state.settings.get();
     let now = state.clock.now_ms();
     let cooldown = cooldown_ms(settings.template_cooldown_hours);
-    let rate_limited_kind = q.category.is_some() && settings.rate_limiting_enabled;
+    let has_slot = q.category.is_some() && settings.rate_limiting_enabled;
 
-    let (window, mut slot) = {
+    let mut known = {
         let mut conn = state.db.pool().acquire().await?;
-        let window = match settings.session_tracking_enabled {
-            true => Some(queries::window(&mut conn, q.phone.as_str()).await?),
-            false => None,
-        };
-        let slot = match rate_limited_kind {
-            true => Some(reservations::slot(&mut conn, q.phone.as_str()).await?),
-            false => None,
-        };
-        (window, slot)
+        Known {
+            window: match settings.session_tracking_enabled {
+                true => Some(queries::window(&mut conn, q.phone.as_str()).await?),
+                false => None,
+            },
+            slot: match has_slot {
+                true => Some(reservations::slot(&mut conn, q.phone.as_str()).await?),
+                false => None,
+            },
+        }
     };
-    let open = window.is_some_and(|w| w.is_open_at(now));
-    let quote = settings.quote(Some(&q.phone), q.category, open);
-
-    let mut blocked = None;
-    if q.category.is_none() && settings.block_out_of_session_messages && window.is_some() && !open {
-        blocked = Some(BlockedReason::OutsideSessionWindow);
-    }
-    if slot.is_some_and(|s| !s.is_free_at(now, cooldown)) {
-        blocked = Some(BlockedReason::RateLimited);
-    }
+    let mut decision = presend::decide(&settings, &q.phone, q.category, known, now);
 
     let mut reservation = None;
-    if blocked.is_none() && q.reserve && rate_limited_kind {
+    if decision.blocked.is_none() && q.reserve && has_slot {
         match reserve(&state, &q.phone, now, cooldown).await? {
             Ok(r) => reservation = Some(r),
-            Err(now_taken) => {
+            Err(taken) => {
                 // Another caller took the slot between our read and our write.
-                blocked = Some(BlockedReason::RateLimited);
-                slot = Some(now_taken);
+                known.slot = Some(taken);
+                decision = presend::decide(&settings, &q.phone, q.category, known, now);
             }
         }
     }
 
     let reply = CheckSendReply {
         phone: q.phone.as_str().to_owned(),
-        can_send: blocked.is_none(),
-        blocked_reason: blocked,
-        session: window.map(|w| SessionWindow::at(w, now)),
-        rate_limit: slot.map(|s| rate_limit_view(s, now, cooldown)),
-        cost: cost_view(quote, &settings.currency),
+        can_send: decision.blocked.is_none(),
+        blocked_reason: decision.blocked.map(|b| b.as_str().to_owned()),
+        session: known.window.map(|w| SessionWindow::at(w, now)),
+        rate_limit: known.slot.map(|s| rate_limit_view(s, now, cooldown)),
+        cost: cost_view(decision.quote, &settings.currency),
         reservation: reservation.map(|r| ReservationRef {
             id: r.id,
             expires_at: rfc3339(r.expires_ms),
         }),
     };
-    let (decision, reason) = metric_labels(blocked, quote);
-    state.metrics.record_presend(decision, reason);
-    debug!(phone = %q.phone, decision, reason, reserved = reply.reservation.is_some(), "pre-send check");
+    let (outcome, reason) = decision.metric_labels();
+    state.metrics.record_presend(outcome, reason);
+    debug!(phone = %q.phone, decision = outcome, reason, reserved = reply.reservation.is_some(), "pre-send check");
     Ok(Json(reply))
-}
-
-/// The `{decision, reason}` of `messaging_presend_checks_total`: a blocked check says why
-/// it was blocked, an allowed one gives its cost reason. Seven values in all.
-pub fn metric_labels(blocked: Option<BlockedReason>, quote: Quote) -> (&'static str, &'static str) {
-    match blocked {
-        Some(b) => ("blocked", b.as_str()),
-        None => ("allowed", quote.reason.as_str()),
-    }
 }
 
 fn rate_limit_view(slot: Slot, now: i64, cooldown: i64) -> RateLimit {

@@ -383,6 +383,15 @@ async fn bad_input_is_422_and_changes_nothing(backend: Backend) {
         assert_eq!(status, 422, "{body}: {reply}");
         assert_eq!(field_of(&reply), field, "{body}");
     }
+    // None of them was counted, and every decision's series is there from the start.
+    let s = app.scrape().await;
+    let series: Vec<_> = s
+        .series
+        .iter()
+        .filter(|((n, _), _)| n == "messaging_presend_checks_total")
+        .collect();
+    assert_eq!(series.len(), 7, "{series:?}");
+    assert!(series.iter().all(|(_, v)| **v == 0.0), "{series:?}");
     // None of them took the slot.
     assert_eq!(check(&app, reserve(OPEN)).await["can_send"], true);
     let resp = app
