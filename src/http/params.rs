@@ -89,6 +89,12 @@ pub fn parse_bound(field: &str, raw: &str, end: End) -> Result<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
         return Ok(t.timestamp_millis());
     }
+    // An unencoded `+02:00` offset arrives as ` 02:00` (a form-encoded space).
+    if let Some((time, offset)) = raw.rsplit_once(' ') {
+        if let Ok(t) = DateTime::parse_from_rfc3339(&format!("{time}+{offset}")) {
+            return Ok(t.timestamp_millis());
+        }
+    }
     if let Ok(d) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
         let day = match end {
             End::From => d,
@@ -194,6 +200,11 @@ mod tests {
         assert_eq!(
             parse_bound("to", "2025-11-20T01:00:00+01:00", End::To).unwrap(),
             day
+        );
+        assert_eq!(
+            parse_bound("to", "2025-11-20T01:00:00 01:00", End::To).unwrap(),
+            day,
+            "a + that the query string turned into a space"
         );
         assert_eq!(
             field_of(parse_bound("to", "2025-13-01", End::To).unwrap_err()),
