@@ -256,6 +256,13 @@ async fn cooldown_boundary(backend: Backend) {
     let off = check(&app, template(OPEN, "utility")).await;
     assert_eq!(off["can_send"], true);
     assert_eq!(off["rate_limit"], Value::Null);
+    let no_slot = check(&app, reserve(OPEN)).await;
+    assert_eq!(no_slot["can_send"], true);
+    assert_eq!(
+        no_slot["reservation"],
+        Value::Null,
+        "no cooldown, nothing to take"
+    );
 
     // While rate limiting is off, template hooks start no cooldown.
     app.clock.advance_ms(13 * HOUR);
@@ -278,7 +285,7 @@ async fn cooldown_boundary(backend: Backend) {
         )
     };
     assert_eq!(checks("blocked", "rate_limited"), 3.0);
-    assert_eq!(checks("allowed", "template_outside_session"), 6.0);
+    assert_eq!(checks("allowed", "template_outside_session"), 7.0);
     assert_eq!(checks("allowed", "service_message"), 1.0);
 }
 
@@ -450,4 +457,47 @@ async fn fifty_concurrent_reserves_over_two_replicas_allow_exactly_one() {
     );
     assert_eq!(checks, 49.0);
     assert!(approx(&allowed[0]["cost"]["amount"], 0.35));
+}
+
+/// With the database gone, a check answers 503 and takes nothing; so does a release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_is_503_and_takes_nothing() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = crate::helpers::PgProxy::start().await;
+    let app = TestApp::spawn_with(
+        config_for(&db.url_via(&proxy)),
+        messaging_exporter::clock::ManualClock::new(crate::helpers::T0_MS),
+    )
+    .await;
+    let held = check(&app, reserve(CLOSED)).await;
+    let id = held["reservation"]["id"].as_str().unwrap().to_owned();
+
+    proxy.down();
+    let (status, reply) = post(&app, "/v1/check-send", &reserve(OPEN)).await;
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(reply["error"]["code"], "database_unavailable");
+    let (status, _) = delete(&app, &format!("/v1/reservations/{id}")).await;
+    assert_eq!(status, 503);
+    let s = app.scrape().await;
+    assert_eq!(
+        s.sum("messaging_presend_checks_total", &[("decision", "allowed")]),
+        1.0,
+        "only the check that was answered counts"
+    );
+
+    proxy.up();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let after = loop {
+        let (status, reply) = post(&app, "/v1/check-send", &reserve(OPEN)).await;
+        if status == 200 {
+            break reply;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {status}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(after["can_send"], true, "the failed reserve took nothing");
+    assert_eq!(
+        check(&app, reserve(CLOSED)).await["blocked_reason"],
+        "rate_limited"
+    );
 }
