@@ -56,6 +56,7 @@ pub struct CheckSendRequest {
 pub struct SessionWindow {
     pub is_active: bool,
     /// When the window closes; null when it is not open.
+    #[schema(required = true)]
     pub expires_at: Option<String>,
     /// Whole minutes left, rounded up; 0 when not open.
     pub remaining_minutes: i64,
@@ -79,6 +80,7 @@ pub struct RateLimit {
     /// Whole minutes until another template may go to this phone, rounded up; 0 when it may.
     pub cooldown_remaining_minutes: i64,
     /// `sent_at` of the phone's latest template send hook; null when none is recorded.
+    #[schema(required = true)]
     pub last_template_sent_at: Option<String>,
 }
 
@@ -109,12 +111,16 @@ pub struct CheckSendReply {
     pub can_send: bool,
     /// outside_session_window or rate_limited; null when allowed.
     #[schema(example = "rate_limited")]
+    #[schema(required = true)]
     pub blocked_reason: Option<String>,
     /// Null when session tracking is off.
+    #[schema(required = true)]
     pub session: Option<SessionWindow>,
+    #[schema(required = true)]
     pub rate_limit: Option<RateLimit>,
     pub cost: CostQuote,
     /// Set only when `reserve` was true and the send is allowed.
+    #[schema(required = true)]
     pub reservation: Option<ReservationRef>,
 }
 
@@ -129,6 +135,7 @@ pub struct ReservationState {
     pub created_at: String,
     pub expires_at: String,
     /// The send hook that confirmed it; null unless confirmed.
+    #[schema(required = true)]
     pub message_id: Option<String>,
 }
 

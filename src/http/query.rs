@@ -53,9 +53,12 @@ pub struct SessionInfo {
     pub phone: String,
     pub is_active: bool,
     /// When the current (or last) window opened; null if the phone never wrote.
+    #[schema(required = true)]
     pub window_started_at: Option<String>,
+    #[schema(required = true)]
     pub last_inbound_at: Option<String>,
     /// Null unless the window is open.
+    #[schema(required = true)]
     pub expires_at: Option<String>,
     /// Whole minutes left, rounded up; 0 unless open.
     pub remaining_minutes: i64,
@@ -302,13 +305,19 @@ pub struct FailedMessage {
     pub message_id: String,
     pub phone: String,
     /// Null when no send hook named one.
+    #[schema(required = true)]
     pub template: Option<String>,
+    #[schema(required = true)]
     pub category: Option<String>,
     pub failed_at: String,
     /// The provider's error code (e.g. Meta 131047, Twilio 30007); null if it gave none.
+    #[schema(required = true)]
     pub code: Option<String>,
+    #[schema(required = true)]
     pub title: Option<String>,
+    #[schema(required = true)]
     pub message: Option<String>,
+    #[schema(required = true)]
     pub details: Option<String>,
 }
 

@@ -126,6 +126,25 @@ fn v1_operations_and_only_they_need_the_api_key() {
     }
     // Request and reply schemas are described, not left opaque.
     let schemas = doc["components"]["schemas"].as_object().unwrap();
+    // Every key of the pre-send reply is always present, null or not.
+    let required: BTreeSet<&str> = schemas["CheckSendReply"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        required,
+        BTreeSet::from([
+            "phone",
+            "can_send",
+            "blocked_reason",
+            "session",
+            "rate_limit",
+            "cost",
+            "reservation"
+        ])
+    );
     for name in [
         "CheckSendRequest",
         "CheckSendReply",
