@@ -20,7 +20,7 @@ use crate::clock::rfc3339;
 use crate::domain::category::Category;
 use crate::domain::cooldown::{cooldown_ms, Slot};
 use crate::domain::phone::Phone;
-use crate::domain::presend::{self, Known};
+use crate::domain::presend::{self, BlockedReason, Known};
 use crate::domain::pricing::Quote;
 use crate::domain::window::Window;
 use crate::store::queries;
@@ -233,16 +233,17 @@ pub async fn check_send(
 
     let mut known = {
         let mut conn = state.db.pool().acquire().await?;
-        Known {
-            window: match settings.session_tracking_enabled {
-                true => Some(queries::window(&mut conn, q.phone.as_str()).await?),
-                false => None,
-            },
-            slot: match has_slot {
-                true => Some(reservations::slot(&mut conn, q.phone.as_str()).await?),
-                false => None,
-            },
-        }
+        let window = if settings.session_tracking_enabled {
+            Some(queries::window(&mut conn, q.phone.as_str()).await?)
+        } else {
+            None
+        };
+        let slot = if has_slot {
+            Some(reservations::slot(&mut conn, q.phone.as_str()).await?)
+        } else {
+            None
+        };
+        Known { window, slot }
     };
     let mut decision = presend::decide(&settings, &q.phone, q.category, known, now);
 
@@ -253,7 +254,7 @@ pub async fn check_send(
             Err(taken) => {
                 // Another caller took the slot between our read and our write.
                 known.slot = Some(taken);
-                decision = presend::decide(&settings, &q.phone, q.category, known, now);
+                decision.blocked = Some(BlockedReason::RateLimited);
             }
         }
     }
@@ -343,10 +344,10 @@ pub async fn release(
     let Some(mut r) = reservations::get(&mut w.tx, &id).await? else {
         return Err(ApiError::NotFound("no such reservation".into()));
     };
-    if r.status == ReservationStatus::Held
-        && reservations::settle(&mut w.tx, &id, ReservationStatus::Released, "", now).await?
-    {
-        r.status = ReservationStatus::Released;
+    if r.status == ReservationStatus::Held {
+        reservations::settle(&mut w.tx, &id, ReservationStatus::Released, "", now).await?;
+        // Read again: a concurrent release or send hook may have settled it first.
+        r = reservations::get(&mut w.tx, &id).await?.unwrap_or(r);
     }
     w.commit().await?;
     Ok(Json(r.into()))
