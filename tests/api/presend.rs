@@ -212,6 +212,14 @@ async fn cooldown_boundary(backend: Backend) {
         json!({"can_send": false, "cooldown_remaining_minutes": 720,
                "last_template_sent_at": rfc3339(sent_at)})
     );
+    // A late hook for an older template does not move the cooldown back.
+    hook(
+        &app,
+        crate::helpers::template_hook("wamid.c0", OPEN, "older", "utility", sent_at - HOUR),
+    )
+    .await;
+    let still = check(&app, template(OPEN, "utility")).await;
+    assert_eq!(still["rate_limit"]["last_template_sent_at"], rfc3339(sent_at));
     // Free-form messages and other phones are not.
     assert_eq!(check(&app, free_form(OPEN)).await["can_send"], true);
     assert_eq!(
@@ -284,7 +292,7 @@ async fn cooldown_boundary(backend: Backend) {
             &[("decision", d), ("reason", r)],
         )
     };
-    assert_eq!(checks("blocked", "rate_limited"), 3.0);
+    assert_eq!(checks("blocked", "rate_limited"), 4.0);
     assert_eq!(checks("allowed", "template_outside_session"), 7.0);
     assert_eq!(checks("allowed", "service_message"), 1.0);
 }
