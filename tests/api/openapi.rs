@@ -160,3 +160,33 @@ fn v1_operations_and_only_they_need_the_api_key() {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }
 }
+
+/// The document lists what the router serves because both come from the handlers'
+/// annotations (`OpenApiRouter::routes`). A plain axum registration would bypass the
+/// document, so none may exist anywhere in the crate.
+#[test]
+fn no_route_is_registered_around_the_annotations() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stack = vec![src];
+    let mut files = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            files += 1;
+            for plain in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+                assert!(
+                    !text.contains(plain),
+                    "{} registers a route with `{plain}`, which the OpenAPI document would miss; \
+                     annotate the handler with #[utoipa::path] and use `.routes(routes!(…))`",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(files > 20);
+}

@@ -219,7 +219,10 @@ async fn cooldown_boundary(backend: Backend) {
     )
     .await;
     let still = check(&app, template(OPEN, "utility")).await;
-    assert_eq!(still["rate_limit"]["last_template_sent_at"], rfc3339(sent_at));
+    assert_eq!(
+        still["rate_limit"]["last_template_sent_at"],
+        rfc3339(sent_at)
+    );
     // Free-form messages and other phones are not.
     assert_eq!(check(&app, free_form(OPEN)).await["can_send"], true);
     assert_eq!(
