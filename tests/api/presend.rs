@@ -423,7 +423,47 @@ async fn bad_input_is_422_and_changes_nothing(backend: Backend) {
     assert_eq!(resp.status(), 400);
 }
 
+async fn one_request_of_hooks_sets_each_phones_cooldown(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let now = app.now_ms();
+    let held = check(&app, reserve(OPEN)).await;
+    let id = held["reservation"]["id"].as_str().unwrap().to_owned();
+    let mut confirming =
+        crate::helpers::template_hook("wamid.b2", OPEN, "t", "utility", now + 5_000);
+    confirming["reservation_id"] = json!(id);
+    hook(
+        &app,
+        json!([
+            crate::helpers::template_hook("wamid.b1", CLOSED, "t", "marketing", now - 60_000),
+            confirming,
+            crate::helpers::template_hook("wamid.b3", CLOSED, "t", "marketing", now - 120_000),
+            {"message_id": "wamid.b4", "phone": US, "is_template": false},
+        ]),
+    )
+    .await;
+    let open = check(&app, template(OPEN, "utility")).await;
+    assert_eq!(
+        open["rate_limit"]["last_template_sent_at"],
+        rfc3339(now + 5_000)
+    );
+    let closed = check(&app, template(CLOSED, "utility")).await;
+    assert_eq!(
+        closed["rate_limit"]["last_template_sent_at"],
+        rfc3339(now - 60_000)
+    );
+    assert_eq!(closed["rate_limit"]["cooldown_remaining_minutes"], 719);
+    let us = check(&app, template(US, "utility")).await;
+    assert_eq!(
+        us["can_send"], true,
+        "a free-form message starts no cooldown"
+    );
+    let (_, r) = delete(&app, &format!("/v1/reservations/{id}")).await;
+    assert_eq!(r["status"], "confirmed");
+}
+
 on_both_backends!(
+    one_request_of_hooks_sets_each_phones_cooldown,
     cost_matrix,
     window_opens_extends_and_expires,
     cooldown_boundary,
