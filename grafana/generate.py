@@ -371,7 +371,7 @@ SELECT {MASKED_PHONE} AS "phone",
        sum(cost) AS "cost",
        max(currency) AS "currency"
 FROM outbound_messages
-WHERE first_seen_ms BETWEEN $__unixEpochFrom() * 1000 AND $__unixEpochTo() * 1000
+WHERE first_seen_ms BETWEEN $__unixEpochFrom()::bigint * 1000 AND $__unixEpochTo()::bigint * 1000
   AND provider IN ($provider) AND channel IN ($channel)
   AND phone <> ''
 GROUP BY phone
@@ -406,7 +406,7 @@ SELECT to_timestamp(failed_ms / 1000.0) AS "failed at",
        error_title AS "title",
        error_details AS "details"
 FROM outbound_messages
-WHERE failed_ms BETWEEN $__unixEpochFrom() * 1000 AND $__unixEpochTo() * 1000
+WHERE failed_ms BETWEEN $__unixEpochFrom()::bigint * 1000 AND $__unixEpochTo()::bigint * 1000
   AND provider IN ($provider) AND channel IN ($channel)
 ORDER BY failed_ms DESC
 LIMIT 50
