@@ -3,22 +3,26 @@
 //! in for the paging and ticket services. Real traffic goes in; the failure-ratio page
 //! must come out, and every query of every rule and dashboard must answer.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sqlx::{Connection, Executor, Row};
+use sqlx::{Connection, Executor};
 
-use super::checks::RUNBOOK_BASE;
-use super::queries::{self, Flavor, Prom, Query};
+use super::live_queries::{check_dashboards, check_rules};
+use super::queries::Prom;
 use super::receiver::Receiver;
-use super::support::{eventually, free_port, now_secs, random_tag, read, repo, run_ok, tool, Proc, TempDir, TestDb, ADMIN_URL};
+use super::rules::RUNBOOK_BASE;
+use super::support::{
+    eventually, free_port, now_secs, random_tag, read, repo, run_ok, tool, Proc, TempDir, TestDb,
+    ADMIN_URL,
+};
 use super::traffic::Traffic;
 
-/// Rewrites the value of every `key: value` line whose key is one of `keys`.
-fn set_durations(text: &str, keys: &[&str], value: &str) -> String {
+/// Rewrites the value of every `key: value` line whose key is one of `keys`; returns the
+/// new text and how many lines changed.
+fn set_durations(text: &str, keys: &[&str], value: &str) -> (String, usize) {
     let mut hits = 0;
     let out: Vec<String> = text
         .lines()
@@ -36,8 +40,7 @@ fn set_durations(text: &str, keys: &[&str], value: &str) -> String {
             line.to_owned()
         })
         .collect();
-    assert!(hits > 0, "none of {keys:?} found to shorten");
-    out.join("\n") + "\n"
+    (out.join("\n") + "\n", hits)
 }
 
 /// Replaces each `from` with `to`, insisting that every `from` occurs: if the shipped file
@@ -51,7 +54,10 @@ fn replace_all(mut text: String, pairs: &[(&str, String)]) -> String {
 }
 
 async fn get_status(url: &str) -> Result<u16, String> {
-    reqwest::get(url).await.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    reqwest::get(url)
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
 }
 
 async fn wait_ready(what: &str, url: String, proc: &mut Proc) {
@@ -70,30 +76,61 @@ async fn wait_ready(what: &str, url: String, proc: &mut Proc) {
 
 /// Waits until Prometheus has scraped the exporter after `t` (unix seconds).
 async fn scraped_after(prom: &Prom, t: f64) {
-    eventually("a scrape of the exporter", Duration::from_secs(20), || async move {
-        let ts = prom.value(r#"timestamp(up{job="messaging-exporter"})"#).await?;
-        if ts > t { Ok(()) } else { Err(format!("last scrape at {ts}, want after {t}")) }
-    })
+    eventually(
+        "a scrape of the exporter",
+        Duration::from_secs(20),
+        || async move {
+            let ts = prom
+                .value(r#"timestamp(up{job="messaging-exporter"})"#)
+                .await?;
+            if ts > t {
+                Ok(())
+            } else {
+                Err(format!("last scrape at {ts}, want after {t}"))
+            }
+        },
+    )
     .await;
 }
 
 /// The value of one exposition line of the exporter's /metrics, found by substrings.
 async fn exporter_value(base: &str, needles: &[&str]) -> Result<f64, String> {
-    let text = reqwest::get(format!("{base}/metrics")).await.map_err(|e| e.to_string())?.text().await.map_err(|e| e.to_string())?;
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
     let line = text
         .lines()
         .find(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
         .ok_or_else(|| format!("no /metrics line with {needles:?}"))?;
-    line.rsplit(' ').next().unwrap_or_default().parse().map_err(|_| format!("bad line {line}"))
+    line.rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| format!("bad line {line}"))
 }
 
 /// Template "unknown" is counted only after the grace period: wait for it.
 async fn unknown_counted(base: &str, want: f64) {
-    let needles = ["messaging_outbound_messages_total", "status=\"delivered\"", "template=\"unknown\""];
-    eventually("statuses without a send hook to be counted as template unknown", Duration::from_secs(20), || async move {
-        let v = exporter_value(base, &needles).await?;
-        if v >= want { Ok(()) } else { Err(format!("{v} of {want}")) }
-    })
+    let needles = [
+        "messaging_outbound_messages_total",
+        "status=\"delivered\"",
+        "template=\"unknown\"",
+    ];
+    eventually(
+        "statuses without a send hook to be counted as template unknown",
+        Duration::from_secs(20),
+        || async move {
+            let v = exporter_value(base, &needles).await?;
+            if v >= want {
+                Ok(())
+            } else {
+                Err(format!("{v} of {want}"))
+            }
+        },
+    )
     .await;
 }
 
@@ -110,7 +147,11 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     run_ok(
         Command::new("sh")
             .arg(repo().join("grafana/postgres/create-grafana-reader.sh"))
-            .envs([("PGHOST", "127.0.0.1"), ("PGPORT", "5432"), ("POSTGRES_USER", "postgres")])
+            .envs([
+                ("PGHOST", "127.0.0.1"),
+                ("PGPORT", "5432"),
+                ("POSTGRES_USER", "postgres"),
+            ])
             .env("POSTGRES_DB", &db.name)
             .env("GRAFANA_DB_USER", &db.reader)
             .env("GRAFANA_DB_PASSWORD", &db.reader_password),
@@ -123,13 +164,30 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let mut exporter = Proc::spawn(
         "exporter",
         Command::new(env!("CARGO_BIN_EXE_messaging-exporter"))
-            .args(["--listen", &format!("127.0.0.1:{exporter_port}"), "--database-url", &db.url()])
-            .args(["--attribution-grace-seconds", "1", "--max-label-values", "3", "--db-timeout-ms", "1000"])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{exporter_port}"),
+                "--database-url",
+                &db.url(),
+            ])
+            .args([
+                "--attribution-grace-seconds",
+                "1",
+                "--max-label-values",
+                "3",
+                "--db-timeout-ms",
+                "1000",
+            ])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default()),
         tmp.path("exporter.log"),
     );
-    wait_ready("the exporter", format!("{exporter_url}/readyz"), &mut exporter).await;
+    wait_ready(
+        "the exporter",
+        format!("{exporter_url}/readyz"),
+        &mut exporter,
+    )
+    .await;
 
     // --- Alertmanager: the shipped routes, rendered as compose does, notifying in 1 s.
     let receiver = Receiver::default();
@@ -146,7 +204,11 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
         "render-alertmanager-config.sh",
     );
     let text = fs::read_to_string(&am_config).unwrap();
-    let text = set_durations(&text, &["group_wait", "group_interval"], "1s");
+    let (text, hits) = set_durations(&text, &["group_wait", "group_interval"], "1s");
+    assert!(
+        hits > 0,
+        "no group_wait/group_interval in prometheus/alertmanager.yml to shorten"
+    );
     fs::write(&am_config, text).unwrap();
     let mut am = Proc::spawn(
         "alertmanager",
@@ -164,12 +226,17 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     // and the shipped rules with `for:` shortened so alerts fire at once.
     let rules_dir = tmp.path("rules");
     fs::create_dir_all(&rules_dir).unwrap();
+    let mut shortened = 0;
     for entry in fs::read_dir(repo().join("prometheus/rules")).unwrap() {
         let path = entry.unwrap().path();
-        let text = fs::read_to_string(&path).unwrap();
-        let text = if text.contains("\n        for: ") { set_durations(&text, &["for"], "0s") } else { text };
+        let (text, hits) = set_durations(&fs::read_to_string(&path).unwrap(), &["for"], "0s");
+        shortened += hits;
         fs::write(rules_dir.join(path.file_name().unwrap()), text).unwrap();
     }
+    assert!(
+        shortened > 0,
+        "no `for:` found in prometheus/rules to shorten"
+    );
     let prom_port = free_port();
     let config = replace_all(
         read("prometheus/prometheus.yml"),
@@ -186,13 +253,24 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let mut prom_proc = Proc::spawn(
         "prometheus",
         Command::new(prometheus)
-            .arg(format!("--config.file={}", tmp.path("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", tmp.path("tsdb").display()))
+            .arg(format!(
+                "--config.file={}",
+                tmp.path("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
         tmp.path("prometheus.log"),
     );
     let prom = Prom::new(format!("http://127.0.0.1:{prom_port}"));
-    wait_ready("Prometheus", format!("{}/-/ready", prom.base), &mut prom_proc).await;
+    wait_ready(
+        "Prometheus",
+        format!("{}/-/ready", prom.base),
+        &mut prom_proc,
+    )
+    .await;
     scraped_after(&prom, now_secs()).await;
 
     // --- traffic: a seed round creates every series, then a bigger round with a burst of
@@ -219,14 +297,29 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     assert_eq!(page["labels"]["severity"], "page", "{page}");
     assert_eq!(page["labels"]["provider"], "meta", "{page}");
     assert_eq!(page["labels"]["channel"], "whatsapp", "{page}");
-    let runbook = page["annotations"]["runbook_url"].as_str().unwrap_or_default();
+    let runbook = page["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap_or_default();
     assert!(runbook.starts_with(RUNBOOK_BASE), "runbook_url {runbook}");
-    let ticket = eventually("MessagingLabelOverflow to reach the ticket receiver", Duration::from_secs(30), || async {
-        receiver.firing("ticket", "MessagingLabelOverflow").first().cloned().ok_or_else(|| receiver.summary())
-    })
+    let ticket = eventually(
+        "MessagingLabelOverflow to reach the ticket receiver",
+        Duration::from_secs(30),
+        || async {
+            receiver
+                .firing("ticket", "MessagingLabelOverflow")
+                .first()
+                .cloned()
+                .ok_or_else(|| receiver.summary())
+        },
+    )
     .await;
     assert_eq!(ticket["labels"]["severity"], "ticket", "{ticket}");
-    assert!(receiver.firing("ticket", "MessagingDeliveryFailureRatioHigh").is_empty(), "a page also went to the ticket receiver");
+    assert!(
+        receiver
+            .firing("ticket", "MessagingDeliveryFailureRatioHigh")
+            .is_empty(),
+        "a page also went to the ticket receiver"
+    );
 
     // Everything of round 2 is counted and scraped twice before the queries run.
     unknown_counted(&exporter_url, 4.0).await;
@@ -236,7 +329,15 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let mut notes = Vec::new();
     let presend = traffic.presend_available == Some(true);
     let n_rules = check_rules(&prom, presend, &mut failures, &mut notes).await;
-    let (n_promql, n_sql) = check_dashboards(&prom, &db, &traffic.phones, presend, &mut failures, &mut notes).await;
+    let (n_promql, n_sql) = check_dashboards(
+        &prom,
+        &db,
+        &traffic.phones,
+        presend,
+        &mut failures,
+        &mut notes,
+    )
+    .await;
 
     // --- inhibition: the exporter loses its database; MessagingExporterDown pages and
     // mutes the failure-ratio page.
@@ -249,141 +350,18 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
         "checked {n_rules} rules, {n_promql} dashboard PromQL and {n_sql} SQL queries live in {:.1?}",
         started.elapsed()
     );
-    assert!(failures.is_empty(), "{} queries failed:\n{}", failures.len(), failures.join("\n"));
-}
-
-fn is_presend(q: &str) -> bool {
-    queries::metric_names(q).iter().any(|m| m == "messaging_presend_checks_total")
-}
-
-/// Every rule's expression runs without error; recording rules return data; alert
-/// expressions (empty whenever they do not fire) read only series that exist.
-async fn check_rules(prom: &Prom, presend: bool, failures: &mut Vec<String>, notes: &mut Vec<String>) -> usize {
-    let rules = eventually("every rule to be evaluated", Duration::from_secs(20), || async {
-        let rules = prom.rules().await?;
-        let pending: Vec<String> = rules
-            .iter()
-            .filter(|r| r["health"] != "ok")
-            .map(|r| format!("{} {} {}", r["name"], r["health"], r["lastError"]))
-            .collect();
-        if rules.is_empty() || !pending.is_empty() { Err(format!("{pending:?}")) } else { Ok(rules) }
-    })
-    .await;
-    for r in &rules {
-        let (name, q) = (r["name"].as_str().unwrap_or_default(), r["query"].as_str().unwrap_or_default());
-        match prom.query(q).await {
-            Err(e) => failures.push(format!("rule {name}: {e}\n  {q}")),
-            Ok(res) if res.is_empty() && r["type"] == "recording" => {
-                failures.push(format!("recording rule {name} is empty\n  {q}"))
-            }
-            Ok(_) => {}
-        }
-        if r["type"] == "alerting" {
-            for m in queries::metric_names(q) {
-                let sel = format!("count({{__name__=\"{m}\"}})");
-                if prom.query(&sel).await.map(|r| r.is_empty()).unwrap_or(true) {
-                    if m == "messaging_presend_checks_total" && !presend {
-                        notes.push(format!("alert {name} reads {m}, empty until the pre-send API exists"));
-                    } else {
-                        failures.push(format!("alert {name} reads {m}, which has no series"));
-                    }
-                }
-            }
-        }
-    }
-    rules.len()
-}
-
-/// Every dashboard: variables resolve to values, every PromQL query answers with data,
-/// every SQL query runs as Grafana's read-only role and shows no phone number in full.
-async fn check_dashboards(
-    prom: &Prom,
-    db: &TestDb,
-    phones: &[String],
-    presend: bool,
-    failures: &mut Vec<String>,
-    notes: &mut Vec<String>,
-) -> (usize, usize) {
-    let mut reader = sqlx::PgConnection::connect(&db.reader_url()).await.expect("connecting as Grafana's reader role");
-    let (mut n_promql, mut n_sql) = (0, 0);
-    let builtins: BTreeMap<String, String> =
-        queries::BUILTINS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-    for d in queries::dashboards() {
-        let mut promql_vars = builtins.clone();
-        let mut sql_vars = builtins.clone();
-        for v in queries::variables(&d) {
-            let origin = format!("{} variable ${}", d.file, v.name);
-            let values = match resolve_variable(prom, &v.query, &promql_vars).await {
-                Ok(values) if !values.is_empty() => values,
-                Ok(_) => {
-                    failures.push(format!("{origin}: no values for {}", v.query));
-                    vec!["none".to_owned()]
-                }
-                Err(e) => {
-                    failures.push(format!("{origin}: {e}"));
-                    vec!["none".to_owned()]
-                }
-            };
-            promql_vars.insert(v.name.clone(), queries::format_values(&values, v.multi, Flavor::Prometheus));
-            sql_vars.insert(v.name.clone(), queries::format_values(&values, v.multi, Flavor::Sql));
-        }
-        for Query { origin, text } in queries::panel_queries(&d, "prometheus") {
-            n_promql += 1;
-            let q = match queries::substitute(&text, &promql_vars) {
-                Ok(q) => q,
-                Err(e) => {
-                    failures.push(format!("{origin}: {e}"));
-                    continue;
-                }
-            };
-            match prom.query(&q).await {
-                Err(e) => failures.push(format!("{origin}: {e}\n  {q}")),
-                Ok(r) if r.is_empty() && is_presend(&q) && !presend => notes.push(format!(
-                    "{origin} is empty: POST /v1/check-send is not in this build yet (404), so \
-                     messaging_presend_checks_total has no series"
-                )),
-                Ok(r) if r.is_empty() => failures.push(format!("{origin}: empty result\n  {q}")),
-                Ok(_) => {}
-            }
-        }
-        let now = now_secs() as i64;
-        for Query { origin, text } in queries::panel_queries(&d, "postgres") {
-            n_sql += 1;
-            let sql = queries::expand_sql_macros(&text, now - 3600, now + 60)
-                .and_then(|s| queries::substitute(&s, &sql_vars));
-            let sql = match sql {
-                Ok(s) => s,
-                Err(e) => {
-                    failures.push(format!("{origin}: {e}"));
-                    continue;
-                }
-            };
-            let wrapped = format!("SELECT row_to_json(panel)::text FROM ({sql}) AS panel");
-            match reader.fetch_all(wrapped.as_str()).await {
-                Err(e) => failures.push(format!("{origin}: {e}\n  {sql}")),
-                Ok(rows) if rows.is_empty() => failures.push(format!("{origin}: no rows\n  {sql}")),
-                Ok(rows) => {
-                    for row in rows {
-                        let json: String = row.get(0);
-                        if let Some(p) = phones.iter().find(|p| json.contains(p.as_str())) {
-                            failures.push(format!("{origin} shows the full phone number {p}: {json}"));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (n_promql, n_sql)
-}
-
-async fn resolve_variable(prom: &Prom, query: &str, vars: &BTreeMap<String, String>) -> Result<Vec<String>, String> {
-    let q = queries::substitute(query, vars)?;
-    let (selector, label) = queries::parse_label_values(&q).ok_or_else(|| format!("not a label_values() query: {q}"))?;
-    prom.label_values(selector.as_deref(), &label).await
+    assert!(
+        failures.is_empty(),
+        "{} queries failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 async fn check_inhibition(db: &TestDb, exporter_url: &str, am_url: &str, receiver: &Receiver) {
-    let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.expect("admin connection");
+    let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
+        .await
+        .expect("admin connection");
     admin
         .execute(format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name).as_str())
         .await
@@ -395,32 +373,60 @@ async fn check_inhibition(db: &TestDb, exporter_url: &str, am_url: &str, receive
         .expect("disconnecting the exporter");
 
     let url = format!("{exporter_url}/readyz");
-    eventually("the exporter to report its database unreachable", Duration::from_secs(20), || {
-        let url = url.clone();
-        async move {
-            match get_status(&url).await? {
-                503 => Ok(()),
-                s => Err(format!("/readyz answered {s}")),
+    eventually(
+        "the exporter to report its database unreachable",
+        Duration::from_secs(20),
+        || {
+            let url = url.clone();
+            async move {
+                match get_status(&url).await? {
+                    503 => Ok(()),
+                    s => Err(format!("/readyz answered {s}")),
+                }
             }
-        }
-    })
+        },
+    )
     .await;
-    eventually("MessagingExporterDown to reach the page receiver", Duration::from_secs(30), || async {
-        if receiver.firing("page", "MessagingExporterDown").is_empty() { Err(receiver.summary()) } else { Ok(()) }
-    })
+    eventually(
+        "MessagingExporterDown to reach the page receiver",
+        Duration::from_secs(30),
+        || async {
+            if receiver.firing("page", "MessagingExporterDown").is_empty() {
+                Err(receiver.summary())
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
     let alerts_url = format!("{am_url}/api/v2/alerts");
-    eventually("Alertmanager to inhibit the failure-ratio alert", Duration::from_secs(30), || {
-        let alerts_url = alerts_url.clone();
-        async move {
-            let alerts: Vec<Value> = reqwest::get(&alerts_url).await.map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
-            let a = alerts
-                .iter()
-                .find(|a| a["labels"]["alertname"] == "MessagingDeliveryFailureRatioHigh")
-                .ok_or("the failure-ratio alert is not in Alertmanager")?;
-            let by = a["status"]["inhibitedBy"].as_array().map(Vec::len).unwrap_or(0);
-            if a["status"]["state"] == "suppressed" && by > 0 { Ok(()) } else { Err(format!("status {}", a["status"])) }
-        }
-    })
+    eventually(
+        "Alertmanager to inhibit the failure-ratio alert",
+        Duration::from_secs(30),
+        || {
+            let alerts_url = alerts_url.clone();
+            async move {
+                let alerts: Vec<Value> = reqwest::get(&alerts_url)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let a = alerts
+                    .iter()
+                    .find(|a| a["labels"]["alertname"] == "MessagingDeliveryFailureRatioHigh")
+                    .ok_or("the failure-ratio alert is not in Alertmanager")?;
+                let by = a["status"]["inhibitedBy"]
+                    .as_array()
+                    .map(Vec::len)
+                    .unwrap_or(0);
+                if a["status"]["state"] == "suppressed" && by > 0 {
+                    Ok(())
+                } else {
+                    Err(format!("status {}", a["status"]))
+                }
+            }
+        },
+    )
     .await;
 }

@@ -80,9 +80,17 @@ pub fn panel_queries(d: &Dashboard, datasource_uid: &str) -> Vec<Query> {
             if uid(t, p) != datasource_uid {
                 continue;
             }
-            let text = t["expr"].as_str().or_else(|| t["rawSql"].as_str()).unwrap_or("");
+            let text = t["expr"]
+                .as_str()
+                .or_else(|| t["rawSql"].as_str())
+                .unwrap_or("");
             out.push(Query {
-                origin: format!("{} panel {:?} ({})", d.file, p["title"].as_str().unwrap_or("?"), t["refId"].as_str().unwrap_or("?")),
+                origin: format!(
+                    "{} panel {:?} ({})",
+                    d.file,
+                    p["title"].as_str().unwrap_or("?"),
+                    t["refId"].as_str().unwrap_or("?")
+                ),
                 text: text.to_owned(),
             });
         }
@@ -133,7 +141,11 @@ pub enum Flavor {
 }
 
 pub fn format_values(values: &[String], multi: bool, flavor: Flavor) -> String {
-    let chosen: Vec<&String> = if multi { values.iter().collect() } else { values.iter().take(1).collect() };
+    let chosen: Vec<&String> = if multi {
+        values.iter().collect()
+    } else {
+        values.iter().take(1).collect()
+    };
     match flavor {
         Flavor::Prometheus if chosen.len() == 1 => chosen[0].clone(),
         Flavor::Prometheus => {
@@ -168,15 +180,21 @@ pub fn substitute(text: &str, values: &BTreeMap<String, String>) -> Result<Strin
         out.push_str(&rest[..pos]);
         let tail = &rest[pos..];
         let (name, consumed) = if let Some(t) = tail.strip_prefix("${") {
-            let end = t.find('}').ok_or_else(|| format!("unterminated ${{ in {text:?}"))?;
+            let end = t
+                .find('}')
+                .ok_or_else(|| format!("unterminated ${{ in {text:?}"))?;
             let name = t[..end].split(':').next().unwrap_or_default();
             (name, 2 + end + 1)
         } else if let Some(t) = tail.strip_prefix("[[") {
-            let end = t.find("]]").ok_or_else(|| format!("unterminated [[ in {text:?}"))?;
+            let end = t
+                .find("]]")
+                .ok_or_else(|| format!("unterminated [[ in {text:?}"))?;
             let name = t[..end].split(':').next().unwrap_or_default();
             (name, 2 + end + 2)
         } else if let Some(t) = tail.strip_prefix('$') {
-            let len = t.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(t.len());
+            let len = t
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(t.len());
             if len == 0 {
                 out.push('$');
                 rest = &tail[1..];
@@ -211,16 +229,23 @@ pub fn expand_sql_macros(sql: &str, from: i64, to: i64) -> Result<String, String
     while let Some(pos) = rest.find("$__") {
         out.push_str(&rest[..pos]);
         let tail = &rest[pos + 3..];
-        let name_len = tail.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(tail.len());
+        let name_len = tail
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(tail.len());
         let name = &tail[..name_len];
         let after = &tail[name_len..];
         let (args, consumed) = if after.starts_with('(') {
-            let (args, len) = call_args(after).ok_or_else(|| format!("unbalanced $__{name}( in {sql:?}"))?;
+            let (args, len) =
+                call_args(after).ok_or_else(|| format!("unbalanced $__{name}( in {sql:?}"))?;
             (args, len)
         } else {
             (Vec::new(), 0)
         };
-        let arg = |i: usize| args.get(i).cloned().ok_or_else(|| format!("$__{name} needs an argument"));
+        let arg = |i: usize| {
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("$__{name} needs an argument"))
+        };
         let expanded = match name {
             "timeFilter" => format!("{} BETWEEN {} AND {}", arg(0)?, iso(from), iso(to)),
             "timeFrom" => iso(from),
@@ -231,9 +256,17 @@ pub fn expand_sql_macros(sql: &str, from: i64, to: i64) -> Result<String, String
             "timeGroup" | "timeGroupAlias" => {
                 let secs = interval_secs(arg(1)?.trim_matches('\''))?;
                 let group = format!("floor(extract(epoch from {})/{secs})*{secs}", arg(0)?);
-                if name == "timeGroupAlias" { format!("{group} AS \"time\"") } else { group }
+                if name == "timeGroupAlias" {
+                    format!("{group} AS \"time\"")
+                } else {
+                    group
+                }
             }
-            other => return Err(format!("the test does not know the macro $__{other} (in {sql:?})")),
+            other => {
+                return Err(format!(
+                    "the test does not know the macro $__{other} (in {sql:?})"
+                ))
+            }
         };
         out.push_str(&expanded);
         rest = &after[consumed..];
@@ -344,7 +377,9 @@ impl Prom {
 
     async fn api(&self, path: &str, form: &[(&str, &str)]) -> Result<Value, String> {
         // GET: /api/v1/label/<name>/values takes no POST.
-        let query: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let query: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
         let resp = self
             .http
             .get(format!("{}{path}?{query}", self.base))
@@ -368,7 +403,11 @@ impl Prom {
         }
     }
 
-    pub async fn label_values(&self, selector: Option<&str>, label: &str) -> Result<Vec<String>, String> {
+    pub async fn label_values(
+        &self,
+        selector: Option<&str>,
+        label: &str,
+    ) -> Result<Vec<String>, String> {
         let path = format!("/api/v1/label/{label}/values");
         let data = match selector {
             Some(s) => self.api(&path, &[("match[]", s)]).await?,
@@ -402,7 +441,10 @@ impl Prom {
     pub async fn value(&self, q: &str) -> Result<f64, String> {
         let r = self.query(q).await?;
         let v = r.first().ok_or_else(|| format!("{q}: empty result"))?;
-        let s = v["value"][1].as_str().or_else(|| v[1].as_str()).unwrap_or("NaN");
+        let s = v["value"][1]
+            .as_str()
+            .or_else(|| v[1].as_str())
+            .unwrap_or("NaN");
         s.parse().map_err(|_| format!("{q}: not a number: {v}"))
     }
 }
@@ -413,10 +455,11 @@ mod tests {
 
     #[test]
     fn substitutes_every_variable_form_and_rejects_unknown_ones() {
-        let vals: BTreeMap<String, String> = [("provider", "(meta|twilio)"), ("__rate_interval", "1m")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
+        let vals: BTreeMap<String, String> =
+            [("provider", "(meta|twilio)"), ("__rate_interval", "1m")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
         let q = r#"rate(x{p=~"$provider", q=~"${provider}", r=~"[[provider]]", s=~"${provider:regex}"}[$__rate_interval]) > $ 1"#;
         assert_eq!(
             substitute(q, &vals).unwrap(),

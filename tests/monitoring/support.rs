@@ -13,6 +13,23 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+pub fn yaml_file(rel: &str) -> serde_json::Value {
+    super::yaml::parse(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// The files of a repository directory ending in `ext`, as repository-relative paths.
+pub fn files(dir: &str, ext: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(repo().join(dir))
+        .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| f.ends_with(ext))
+        .map(|f| format!("{dir}/{f}"))
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no {ext} files in {dir}");
+    out
+}
+
 pub fn read(rel: &str) -> String {
     let path = repo().join(rel);
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
@@ -22,13 +39,21 @@ pub fn read(rel: &str) -> String {
 pub fn random_tag() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.write_u32(std::process::id());
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
 pub fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// A port that was free a moment ago. Racy in principle; fine on a test machine.
@@ -65,7 +90,10 @@ pub fn tool(name: &str) -> PathBuf {
             }
         }
     }
-    let package = TOOLS.iter().find(|(t, _)| *t == name).map_or(name, |(_, p)| p);
+    let package = TOOLS
+        .iter()
+        .find(|(t, _)| *t == name)
+        .map_or(name, |(_, p)| p);
     panic!(
         "`{name}` is not on PATH; the monitoring tests need it. Install it with \
          `apt-get install -y {package}` (scripts/test.sh does this on a fresh machine)."
@@ -92,7 +120,8 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(prefix: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), random_tag()));
+        let p =
+            std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), random_tag()));
         fs::create_dir_all(&p).expect("creating a temp dir");
         Self(p)
     }
@@ -131,7 +160,11 @@ impl Proc {
     /// Panics with the log tail if the process has exited.
     pub fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited early ({status}):\n{}", self.name, tail(&self.log, 4000));
+            panic!(
+                "{} exited early ({status}):\n{}",
+                self.name,
+                tail(&self.log, 4000)
+            );
         }
     }
 }
@@ -141,7 +174,12 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- last lines of {} ({})\n{}", self.name, self.log.display(), tail(&self.log, 3000));
+            eprintln!(
+                "--- last lines of {} ({})\n{}",
+                self.name,
+                self.log.display(),
+                tail(&self.log, 3000)
+            );
         }
     }
 }
@@ -193,13 +231,15 @@ impl TestDb {
             reader: format!("mon_reader_{tag}"),
             reader_password: format!("pw_{tag}"),
         };
-        let mut admin = sqlx::PgConnection::connect(ADMIN_URL).await.unwrap_or_else(|e| {
-            panic!(
-                "cannot connect to Postgres at {ADMIN_URL}: {e}. Start it with \
+        let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot connect to Postgres at {ADMIN_URL}: {e}. Start it with \
                  `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
                  (scripts/test.sh does)"
-            )
-        });
+                )
+            });
         admin
             .execute(format!("CREATE DATABASE {}", db.name).as_str())
             .await

@@ -74,7 +74,10 @@ impl Traffic {
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        assert_eq!(status, want, "POST {path} answered {status}: {text}\nbody: {body}");
+        assert_eq!(
+            status, want,
+            "POST {path} answered {status}: {text}\nbody: {body}"
+        );
     }
 
     async fn post_form(&self, path: &str, params: &[(&str, &str)]) {
@@ -86,13 +89,21 @@ impl Traffic {
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         let status = resp.status();
-        assert_eq!(status, StatusCode::OK, "POST {path} answered {status}: {params:?}");
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "POST {path} answered {status}: {params:?}"
+        );
     }
 
     async fn hooks(&self, items: Vec<Value>) {
         if !items.is_empty() {
-            self.post_json("/v1/events/sent", &Value::Array(items), StatusCode::ACCEPTED)
-                .await;
+            self.post_json(
+                "/v1/events/sent",
+                &Value::Array(items),
+                StatusCode::ACCEPTED,
+            )
+            .await;
         }
     }
 
@@ -101,7 +112,8 @@ impl Traffic {
             "object": "whatsapp_business_account",
             "entry": [{"id": "104455667788990", "changes": [{"field": "messages", "value": value}]}]
         });
-        self.post_json("/webhooks/meta", &body, StatusCode::OK).await;
+        self.post_json("/webhooks/meta", &body, StatusCode::OK)
+            .await;
     }
 
     async fn meta_statuses(&self, statuses: Vec<Value>) {
@@ -125,7 +137,8 @@ impl Traffic {
         for (i, kind) in ["text", "interactive", "text"].into_iter().enumerate() {
             let phone = self.phone();
             let id = self.id("wamid.in-");
-            let mut m = json!({"from": phone, "id": id, "timestamp": at(-60 + i as i64), "type": kind});
+            let mut m =
+                json!({"from": phone, "id": id, "timestamp": at(-60 + i as i64), "type": kind});
             if kind == "text" {
                 m["text"] = json!({"body": "Where is my order?"});
             } else {
@@ -139,15 +152,20 @@ impl Traffic {
             .iter()
             .map(|p| json!({"profile": {"name": "Test User"}, "wa_id": p}))
             .collect();
-        self.meta(json!({"messaging_product": "whatsapp", "metadata": meta_number(),
-                         "contacts": contacts, "messages": messages}))
-            .await;
+        self.meta(
+            json!({"messaging_product": "whatsapp", "metadata": meta_number(),
+                         "contacts": contacts, "messages": messages}),
+        )
+        .await;
 
         let mut hooks = Vec::new();
         let mut statuses = Vec::new();
 
         // Templates: sent → delivered (priced by Meta) → read for most.
-        let overflow: Vec<(&str, &str)> = OVERFLOW_TEMPLATES.iter().map(|t| (*t, "marketing")).collect();
+        let overflow: Vec<(&str, &str)> = OVERFLOW_TEMPLATES
+            .iter()
+            .map(|t| (*t, "marketing"))
+            .collect();
         let plan: Vec<((&str, &str), usize)> = TEMPLATES
             .iter()
             .map(|t| (*t, 3 * scale))
@@ -159,9 +177,11 @@ impl Traffic {
                 let phone = self.phone();
                 // Deliveries take 2-40 s, reads follow within minutes.
                 let delivered = -110 + (k as i64 * 7) % 40;
-                hooks.push(json!({"message_id": id, "phone": format!("+{phone}"), "provider": "meta",
+                hooks.push(
+                    json!({"message_id": id, "phone": format!("+{phone}"), "provider": "meta",
                     "channel": "whatsapp", "is_template": true, "template_name": template,
-                    "template_category": category, "sent_at": sent_at(-120)}));
+                    "template_category": category, "sent_at": sent_at(-120)}),
+                );
                 statuses.push(json!({"id": id, "status": "sent", "timestamp": at(-119), "recipient_id": phone}));
                 statuses.push(json!({"id": id, "status": "delivered", "timestamp": at(delivered),
                     "recipient_id": phone,
@@ -175,24 +195,33 @@ impl Traffic {
         // Free-form answers to the users who wrote: inside the window, so free.
         for phone in &inbound_phones {
             let id = self.id("wamid.reply-");
-            hooks.push(json!({"message_id": id, "phone": format!("+{phone}"), "is_template": false,
-                "sent_at": sent_at(-50)}));
+            hooks.push(
+                json!({"message_id": id, "phone": format!("+{phone}"), "is_template": false,
+                "sent_at": sent_at(-50)}),
+            );
             statuses.push(json!({"id": id, "status": "delivered", "timestamp": at(-48), "recipient_id": phone}));
         }
 
         // Failures: at the provider after `sent` (two codes), and a send call that failed
         // outright (a third). A fourth code overflows into `other`.
-        let codes = [(131026, "Message undeliverable"), (131049, "Meta chose not to deliver")];
+        let codes = [
+            (131026, "Message undeliverable"),
+            (131049, "Meta chose not to deliver"),
+        ];
         for k in 0..(scale + burst) {
             let id = self.id("wamid.fail-");
             let phone = self.phone();
             let (code, title) = codes[k % 2];
             hooks.push(json!({"message_id": id, "phone": format!("+{phone}"), "is_template": true,
                 "template_name": "spring_sale", "template_category": "marketing", "sent_at": sent_at(-90)}));
-            statuses.push(json!({"id": id, "status": "sent", "timestamp": at(-89), "recipient_id": phone}));
-            statuses.push(json!({"id": id, "status": "failed", "timestamp": at(-80), "recipient_id": phone,
+            statuses.push(
+                json!({"id": id, "status": "sent", "timestamp": at(-89), "recipient_id": phone}),
+            );
+            statuses.push(
+                json!({"id": id, "status": "failed", "timestamp": at(-80), "recipient_id": phone,
                 "errors": [{"code": code, "title": title, "message": title,
-                            "error_data": {"details": "Test failure"}}]}));
+                            "error_data": {"details": "Test failure"}}]}),
+            );
         }
         for code in [131047, 130472] {
             let id = self.id("wamid.hookfail-");
@@ -206,7 +235,9 @@ impl Traffic {
         for _ in 0..scale {
             let id = self.id("wamid.orphan-");
             let phone = self.phone();
-            statuses.push(json!({"id": id, "status": "sent", "timestamp": at(-40), "recipient_id": phone}));
+            statuses.push(
+                json!({"id": id, "status": "sent", "timestamp": at(-40), "recipient_id": phone}),
+            );
             statuses.push(json!({"id": id, "status": "delivered", "timestamp": at(-35), "recipient_id": phone}));
         }
 
@@ -227,28 +258,45 @@ impl Traffic {
     async fn twilio(&mut self, scale: usize) {
         let user = self.phone();
         let inbound_sid = self.sid();
-        self.post_form("/webhooks/twilio/inbound", &[
-            ("MessageSid", &inbound_sid), ("SmsSid", &inbound_sid), ("SmsStatus", "received"),
-            ("From", &format!("+{user}")), ("To", "+15550100142"), ("Body", "Open tomorrow?"),
-            ("NumMedia", "0"), ("AccountSid", "AC703f069b4f94388bc65eefc880b85f64"),
-        ])
+        self.post_form(
+            "/webhooks/twilio/inbound",
+            &[
+                ("MessageSid", &inbound_sid),
+                ("SmsSid", &inbound_sid),
+                ("SmsStatus", "received"),
+                ("From", &format!("+{user}")),
+                ("To", "+15550100142"),
+                ("Body", "Open tomorrow?"),
+                ("NumMedia", "0"),
+                ("AccountSid", "AC703f069b4f94388bc65eefc880b85f64"),
+            ],
+        )
         .await;
         let mut hooks = Vec::new();
         let mut callbacks = Vec::new();
         for k in 0..(2 * scale + 1) {
             let sid = self.sid();
             let phone = if k == 0 { user.clone() } else { self.phone() };
-            hooks.push(json!({"message_id": sid, "phone": format!("+{phone}"), "provider": "twilio",
-                "channel": "sms", "is_template": false}));
-            let last = if k == 2 * scale { "undelivered" } else { "delivered" };
+            hooks.push(
+                json!({"message_id": sid, "phone": format!("+{phone}"), "provider": "twilio",
+                "channel": "sms", "is_template": false}),
+            );
+            let last = if k == 2 * scale {
+                "undelivered"
+            } else {
+                "delivered"
+            };
             callbacks.push((sid, phone, last));
         }
         self.hooks(hooks).await;
         for (sid, phone, last) in callbacks {
             for status in ["sent", last] {
                 let mut params = vec![
-                    ("MessageSid", sid.as_str()), ("SmsSid", sid.as_str()), ("MessageStatus", status),
-                    ("SmsStatus", status), ("From", "+15550100142"),
+                    ("MessageSid", sid.as_str()),
+                    ("SmsSid", sid.as_str()),
+                    ("MessageStatus", status),
+                    ("SmsStatus", status),
+                    ("From", "+15550100142"),
                     ("AccountSid", "AC703f069b4f94388bc65eefc880b85f64"),
                 ];
                 let to = format!("+{phone}");
@@ -264,13 +312,20 @@ impl Traffic {
     /// AI calls: classification (with intents, one of them overflowing), generation
     /// with slow calls and errors, and summarization.
     async fn ai(&self, scale: usize) {
-        let intents = ["book_appointment", "order_status", "greeting", "cancel_order"];
+        let intents = [
+            "book_appointment",
+            "order_status",
+            "greeting",
+            "cancel_order",
+        ];
         let mut reports = Vec::new();
         for k in 0..(4 * scale) {
-            reports.push(json!({"operation": "classification", "model": "gpt-4o-mini",
+            reports.push(
+                json!({"operation": "classification", "model": "gpt-4o-mini",
                 "latency_ms": 300.0 + 150.0 * k as f64, "outcome": "ok", "intent": intents[k % 4],
                 "confidence": 0.9, "input_tokens": 120, "output_tokens": 8, "cost": 0.0002,
-                "currency": "USD"}));
+                "currency": "USD"}),
+            );
         }
         for k in 0..(2 * scale) {
             reports.push(json!({"operation": "generation", "model": "gpt-4o",
@@ -278,13 +333,19 @@ impl Traffic {
                 "output_tokens": 250, "cost": 0.0071, "currency": "USD"}));
         }
         for _ in 0..scale {
-            reports.push(json!({"operation": "generation", "model": "gpt-4o", "latency_ms": 12000.0,
-                "outcome": "error", "error_type": "timeout"}));
+            reports.push(
+                json!({"operation": "generation", "model": "gpt-4o", "latency_ms": 12000.0,
+                "outcome": "error", "error_type": "timeout"}),
+            );
         }
         reports.push(json!({"operation": "summarization", "model": "gpt-4o-mini", "latency_ms": 950.0,
             "outcome": "ok", "input_tokens": 2000, "output_tokens": 150, "cost": 0.0004, "currency": "USD"}));
-        self.post_json("/v1/events/ai", &Value::Array(reports), StatusCode::ACCEPTED)
-            .await;
+        self.post_json(
+            "/v1/events/ai",
+            &Value::Array(reports),
+            StatusCode::ACCEPTED,
+        )
+        .await;
     }
 
     /// What else reaches a public webhook URL: a field the exporter ignores, and requests
@@ -293,8 +354,12 @@ impl Traffic {
         let ignored = json!({"object": "whatsapp_business_account", "entry": [{"id": "104455667788990",
             "time": 1_758_621_600, "changes": [{"field": "message_template_status_update",
             "value": {"event": "APPROVED", "message_template_id": 1, "message_template_name": "spring_sale"}}]}]});
-        self.post_json("/webhooks/meta", &ignored, StatusCode::OK).await;
-        for (path, content_type) in [("/webhooks/meta", "text/plain"), ("/webhooks/twilio", "application/json")] {
+        self.post_json("/webhooks/meta", &ignored, StatusCode::OK)
+            .await;
+        for (path, content_type) in [
+            ("/webhooks/meta", "text/plain"),
+            ("/webhooks/twilio", "application/json"),
+        ] {
             let resp = self
                 .http
                 .post(format!("{}{path}", self.base))
@@ -303,7 +368,11 @@ impl Traffic {
                 .send()
                 .await
                 .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-            assert!(resp.status().is_client_error(), "{path} accepted a malformed request: {}", resp.status());
+            assert!(
+                resp.status().is_client_error(),
+                "{path} accepted a malformed request: {}",
+                resp.status()
+            );
         }
     }
 
@@ -315,8 +384,10 @@ impl Traffic {
         let resp = self
             .http
             .post(format!("{}/v1/check-send", self.base))
-            .json(&json!({"phone": phone, "is_template": true, "template_name": "spring_sale",
-                          "template_category": "marketing"}))
+            .json(
+                &json!({"phone": phone, "is_template": true, "template_name": "spring_sale",
+                          "template_category": "marketing"}),
+            )
             .send()
             .await
             .expect("POST /v1/check-send");
@@ -324,7 +395,10 @@ impl Traffic {
         match status {
             StatusCode::NOT_FOUND => self.presend_available = Some(false),
             s if s.is_success() => self.presend_available = Some(true),
-            s => panic!("POST /v1/check-send answered {s}: {}", resp.text().await.unwrap_or_default()),
+            s => panic!(
+                "POST /v1/check-send answered {s}: {}",
+                resp.text().await.unwrap_or_default()
+            ),
         }
     }
 }

@@ -84,8 +84,12 @@ impl Parser {
             if line.indent > indent {
                 return Err(format!("line {}: unexpected indentation", line.no));
             }
-            let (key, rest) = split_key(&line.text)
-                .ok_or_else(|| format!("line {}: expected `key: value`, got {:?}", line.no, line.text))?;
+            let (key, rest) = split_key(&line.text).ok_or_else(|| {
+                format!(
+                    "line {}: expected `key: value`, got {:?}",
+                    line.no, line.text
+                )
+            })?;
             self.i += 1;
             let value = self.value_after_key(indent, &rest, line.no)?;
             if out.insert(key.clone(), value).is_some() {
@@ -228,7 +232,9 @@ fn scalar(s: &str) -> Result<Value, String> {
         return Ok(Value::Null);
     }
     if s.starts_with(['&', '*', '!']) {
-        return Err(format!("anchors, aliases and tags are not supported: {s:?}"));
+        return Err(format!(
+            "anchors, aliases and tags are not supported: {s:?}"
+        ));
     }
     if let Some(inner) = s.strip_prefix('[') {
         let inner = inner
@@ -294,7 +300,9 @@ fn flow_items(inner: &str) -> Result<Vec<String>, String> {
             Some(q) if c == q => quote = None,
             Some(_) => {}
             None if c == '"' || c == '\'' => quote = Some(c),
-            None if c == '[' || c == '{' => return Err("nested flow collections are not supported".into()),
+            None if c == '[' || c == '{' => {
+                return Err("nested flow collections are not supported".into())
+            }
             None if c == ',' => {
                 items.push(std::mem::take(&mut cur));
                 continue;
