@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""Writes grafana/dashboards/*.json, the four provisioned dashboards.
+
+The JSON files are generated so that every panel gets the same datasource references,
+units, descriptions and grid layout. Edit this file, then run
+
+    python3 grafana/generate.py          # rewrite the JSON files
+    python3 grafana/generate.py --check  # exit 1 if a JSON file is out of date
+
+tests/monitoring.rs runs --check and then every query of every panel against a live
+Prometheus and Postgres. Standard library only.
+"""
+
+import json
+import pathlib
+import sys
+
+OUT = pathlib.Path(__file__).resolve().parent / "dashboards"
+
+PROM = {"type": "prometheus", "uid": "prometheus"}
+PG = {"type": "grafana-postgresql-datasource", "uid": "postgres"}
+
+# Message prices come from the rate card, INR by default; AI providers bill in USD.
+# Change these two if your rate card or AI bills are in another currency.
+MSG_CURRENCY_UNIT = "currencyINR"
+AI_CURRENCY_UNIT = "currencyUSD"
+
+OUTBOUND = 'provider=~"$provider", channel=~"$channel", template=~"$template"'
+PC = 'provider=~"$provider", channel=~"$channel"'
+COST = 'provider=~"$provider", channel=~"$channel", template=~"$template", currency=~"$currency"'
+AI = 'operation=~"$operation", model=~"$model"'
+INST = 'job="messaging-exporter", instance=~"$instance"'
+
+# Never show a whole phone number: everything but the last 4 digits becomes '*'.
+MASKED_PHONE = "repeat('*', GREATEST(length(phone) - 4, 0)) || right(phone, 4)"
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def steps(*pairs):
+    """Threshold steps: base colour first, then (value, colour) pairs."""
+    base, *rest = pairs
+    out = [{"color": base, "value": None}]
+    out += [{"color": c, "value": v} for v, c in rest]
+    return {"mode": "absolute", "steps": out}
+
+
+GOOD_LOW = steps("green", (0.05, "orange"), (0.10, "red"))  # failure/error ratios
+GOOD_HIGH = steps("red", (0.90, "orange"), (0.97, "green"))  # delivery ratios
+NEUTRAL = steps("green")
+
+# Keyword arguments of panel() that belong in fieldConfig.defaults; the rest go on the panel.
+FIELD_KEYS = {"decimals", "min", "max", "mappings"}
+
+
+def prom(expr, legend="", instant=False, fmt=None):
+    t = {"datasource": PROM, "expr": expr, "legendFormat": legend or "__auto"}
+    if instant:
+        t.update(instant=True, range=False)
+    else:
+        t.update(range=True)
+    if fmt:
+        t["format"] = fmt
+    return t
+
+
+def sql(query):
+    return {
+        "datasource": PG,
+        "editorMode": "code",
+        "format": "table",
+        "rawQuery": True,
+        "rawSql": query.strip(),
+    }
+
+
+def panel(kind, title, description, targets, unit, w, h, thresholds=NEUTRAL, **extra):
+    for i, t in enumerate(targets):
+        t["refId"] = chr(ord("A") + i)
+    p = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": targets[0]["datasource"],
+        "targets": targets,
+        "fieldConfig": {
+            "defaults": {"unit": unit, "thresholds": thresholds},
+            "overrides": [],
+        },
+        "_size": (w, h),
+    }
+    for key in sorted(FIELD_KEYS & extra.keys()):
+        p["fieldConfig"]["defaults"][key] = extra.pop(key)
+    p.update(extra)
+    return p
+
+
+def timeseries(title, description, targets, unit, w=12, h=8, thresholds=NEUTRAL,
+               threshold_line=False, bars=False, **extra):
+    p = panel("timeseries", title, description, targets, unit, w, h, thresholds, **extra)
+    custom = {"drawStyle": "bars" if bars else "line", "fillOpacity": 10,
+              "lineWidth": 1, "showPoints": "never", "spanNulls": True}
+    if threshold_line:
+        custom["thresholdsStyle"] = {"mode": "line+area"}
+    p["fieldConfig"]["defaults"]["custom"] = custom
+    p["options"] = {"legend": {"displayMode": "table", "placement": "bottom",
+                               "calcs": ["lastNotNull", "max"]},
+                    "tooltip": {"mode": "multi", "sort": "desc"}}
+    return p
+
+
+def stat(title, description, target, unit, w=4, h=4, thresholds=NEUTRAL, **extra):
+    p = panel("stat", title, description, [target], unit, w, h, thresholds, **extra)
+    p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    "colorMode": "value", "graphMode": "none", "textMode": "auto",
+                    "justifyMode": "auto", "orientation": "auto"}
+    return p
+
+
+def bargauge(title, description, targets, unit, w=12, h=8, thresholds=NEUTRAL):
+    p = panel("bargauge", title, description, targets, unit, w, h, thresholds)
+    p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    "displayMode": "gradient", "orientation": "horizontal",
+                    "showUnfilled": True}
+    return p
+
+
+def heatmap(title, description, target, unit, w=12, h=8):
+    target["format"] = "heatmap"
+    p = panel("heatmap", title, description, [target], unit, w, h)
+    p["options"] = {"calculate": False, "cellGap": 1,
+                    "color": {"mode": "scheme", "scheme": "Spectral", "steps": 64},
+                    "yAxis": {"unit": unit, "axisPlacement": "left"},
+                    "rowsFrame": {"layout": "auto"},
+                    "tooltip": {"show": True, "yHistogram": True},
+                    "legend": {"show": True}}
+    return p
+
+
+def table(title, description, target, unit="none", w=24, h=9, overrides=()):
+    p = panel("table", title, description, [target], unit, w, h)
+    p["fieldConfig"]["overrides"] = [
+        {"matcher": {"id": "byName", "options": name},
+         "properties": [{"id": "unit", "value": u}]}
+        for name, u in overrides
+    ]
+    p["options"] = {"showHeader": True, "cellHeight": "sm"}
+    return p
+
+
+def row(title):
+    return {"type": "row", "title": title, "collapsed": False, "panels": [], "_size": (24, 1)}
+
+
+def variable(name, label, query, multi=True):
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": PROM,
+        "definition": query,
+        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
+        "refresh": 2,
+        "includeAll": multi,
+        "multi": multi,
+        "sort": 1,
+        "current": {},
+        "options": [],
+        "hide": 0,
+    }
+
+
+def layout(items):
+    """Flows panels left to right in rows of 24 columns; ids in reading order."""
+    x = y = row_h = 0
+    out = []
+    for i, p in enumerate(items, start=1):
+        w, h = p.pop("_size")
+        if x + w > 24:
+            x, y, row_h = 0, y + row_h, 0
+        p["id"] = i
+        p["gridPos"] = {"h": h, "w": w, "x": x, "y": y}
+        out.append(p)
+        x += w
+        row_h = max(row_h, h)
+    return out
+
+
+def dashboard(uid, title, description, tags, variables, items, time_from="now-6h"):
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["messaging"] + tags,
+        "editable": False,
+        "graphTooltip": 1,
+        "refresh": "1m",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": time_from, "to": "now"},
+        "timezone": "",
+        "templating": {"list": variables},
+        "annotations": {"list": []},
+        "links": [{"type": "dashboards", "tags": ["messaging"], "asDropdown": True,
+                   "title": "Messaging dashboards", "includeVars": True,
+                   "keepTime": True}],
+        "panels": layout(items),
+    }
+
+
+def outbound_vars():
+    return [
+        variable("provider", "Provider", "label_values(messaging_outbound_messages_total, provider)"),
+        variable("channel", "Channel",
+                 'label_values(messaging_outbound_messages_total{provider=~"$provider"}, channel)'),
+        variable("template", "Template",
+                 'label_values(messaging_outbound_messages_total{provider=~"$provider", channel=~"$channel"}, template)'),
+    ]
+
+
+# ---------------------------------------------------------------- 1. delivery health
+
+
+def delivery():
+    def inc(status):
+        return f'sum(increase(messaging_outbound_messages_total{{status="{status}", {OUTBOUND}}}[$__range]))'
+
+    items = [
+        row("Funnel over the selected range"),
+        stat("Sent", "Messages the provider reported sent (or that a later status implied).",
+             prom(inc("sent"), instant=True), "short"),
+        stat("Delivered", "Messages delivered to the handset.", prom(inc("delivered"), instant=True), "short"),
+        stat("Read", "Messages the user opened (only where read receipts are on).",
+             prom(inc("read"), instant=True), "short"),
+        stat("Failed", "Messages that failed at the provider, or whose send call failed.",
+             prom(inc("failed"), instant=True), "short",
+             thresholds=steps("green", (1, "orange"))),
+        stat("Delivery ratio", "Delivered / sent over the range. Below 97% is worth a look.",
+             prom(f"{inc('delivered')} / {inc('sent')}", instant=True), "percentunit",
+             thresholds=GOOD_HIGH, decimals=1),
+        stat("Failure ratio", "Failed / (delivered + failed) over the range: the share of "
+             "messages that reached an outcome and failed. The page alert fires above 5%.",
+             prom(f'{inc("failed")} / sum(increase(messaging_outbound_messages_total{{status=~"delivered|failed", {OUTBOUND}}}[$__range]))',
+                  instant=True), "percentunit", thresholds=GOOD_LOW, decimals=1),
+        bargauge("Funnel: sent → delivered → read",
+                 "How many messages made it through each step of the funnel in the range.",
+                 [prom(inc("sent"), "sent", instant=True),
+                  prom(inc("delivered"), "delivered", instant=True),
+                  prom(inc("read"), "read", instant=True)], "short", w=12, h=7),
+        timeseries("Messages by status",
+                   "Outbound messages per second by status (accepted = the bot's send hook).",
+                   [prom(f"sum by (status) (provider_channel_template_status:messaging_outbound_messages:rate5m{{{OUTBOUND}}})",
+                         "{{status}}")], "cps", w=12, h=7),
+        row("By template"),
+        timeseries("Delivery ratio by template", "Delivered / sent per template, 5-minute rate.",
+                   [prom(f"provider_channel_template:messaging_outbound_delivery:ratio_rate5m{{{OUTBOUND}}}",
+                         "{{template}} ({{provider}}/{{channel}})")],
+                   "percentunit", w=8, thresholds=GOOD_HIGH, max=1, min=0),
+        timeseries("Read ratio by template", "Read / delivered per template, 5-minute rate.",
+                   [prom(f"provider_channel_template:messaging_outbound_read:ratio_rate5m{{{OUTBOUND}}}",
+                         "{{template}} ({{provider}}/{{channel}})")],
+                   "percentunit", w=8, max=1, min=0),
+        timeseries("Failure ratio by template",
+                   "Failed / (delivered + failed) per template, 5-minute rate. The ticket alert "
+                   "fires when a template stays above 10% over 30 minutes.",
+                   [prom(f"provider_channel_template:messaging_outbound_failure:ratio_rate5m{{{OUTBOUND}}}",
+                         "{{template}} ({{provider}}/{{channel}})")],
+                   "percentunit", w=8, thresholds=GOOD_LOW, threshold_line=True, min=0),
+        row("Failures"),
+        timeseries("Failures by error code",
+                   "Provider error codes per second (Meta 131xxx, Twilio 3xxxx). docs/operations.md "
+                   "lists the common ones.",
+                   [prom(f"sum by (provider, code) (rate(messaging_message_errors_total{{{PC}}}[$__rate_interval]))",
+                         "{{provider}} {{code}}")], "cps", w=16),
+        bargauge("Top error codes", "The ten most frequent error codes over the range.",
+                 [prom(f"topk(10, sum by (provider, code) (increase(messaging_message_errors_total{{{PC}}}[$__range])))",
+                       "{{provider}} {{code}}", instant=True)], "short", w=8,
+                 thresholds=steps("orange")),
+        row("Latency"),
+        timeseries("Delivery latency percentiles",
+                   "Send to delivered, p50/p95/p99 over 5 minutes. The ticket alert fires when p95 "
+                   "stays above 60 s for 15 minutes.",
+                   [prom(f"provider_channel:messaging_delivery_latency_seconds:p{q}_rate5m{{{PC}}}",
+                         f"p{q} {{{{provider}}}}/{{{{channel}}}}") for q in ("50", "95", "99")],
+                   "s", thresholds=steps("green", (60, "red")), threshold_line=True),
+        heatmap("Delivery latency distribution", "Send to delivered, per histogram bucket.",
+                prom(f"sum by (le) (increase(messaging_delivery_latency_seconds_bucket{{{PC}}}[$__rate_interval]))",
+                     "{{le}}"), "s"),
+        timeseries("Read latency percentiles", "Delivered to read, p50/p95/p99 over 5 minutes.",
+                   [prom(f"provider_channel:messaging_read_latency_seconds:p{q}_rate5m{{{PC}}}",
+                         f"p{q} {{{{provider}}}}/{{{{channel}}}}") for q in ("50", "95", "99")], "s"),
+        heatmap("Read latency distribution", "Delivered to read, per histogram bucket.",
+                prom(f"sum by (le) (increase(messaging_read_latency_seconds_bucket{{{PC}}}[$__rate_interval]))",
+                     "{{le}}"), "s"),
+        timeseries("Response latency",
+                   "From a user's message to the next outbound message to that phone: how long "
+                   "users wait for an answer.",
+                   [prom(f"histogram_quantile({q}, sum by (le) (rate(messaging_response_latency_seconds_bucket{{{PC}}}[$__rate_interval])))",
+                         f"p{int(float(q) * 100)}") for q in ("0.5", "0.95")], "s", w=24),
+        row("Inbound and sessions"),
+        timeseries("Inbound messages by type", "User messages per second by type.",
+                   [prom(f"sum by (type) (rate(messaging_inbound_messages_total{{{PC}}}[$__rate_interval]))",
+                         "{{type}}")], "cps", w=16),
+        stat("Active sessions",
+             "Phones with an open 24-hour customer-service window (free-form messages allowed). "
+             "Every replica reports the same database count, hence max.",
+             prom("max(messaging_sessions_active)", instant=True), "short", w=8, h=8),
+    ]
+    return dashboard("messaging-delivery", "Messaging / Delivery health",
+                     "Are messages getting through? Funnel, ratios by template, failures, latency.",
+                     ["delivery"], outbound_vars(), items)
+
+
+# ---------------------------------------------------------------- 2. cost
+
+
+def cost():
+    spend = f"messaging_cost_total{{{COST}}}"
+    delivered = f'messaging_outbound_messages_total{{status="delivered", {OUTBOUND}}}'
+    money = steps("green", (500, "red"))
+    items = [
+        row("Spend"),
+        stat("Spend, last hour",
+             "Message spend in the last hour. Red from 500, the default hourly budget of "
+             "MessagingSpendOverBudget.",
+             prom(f"sum(increase({spend}[1h]))", instant=True), MSG_CURRENCY_UNIT, w=5,
+             thresholds=money, decimals=2),
+        stat("Spend, last 24 hours", "Message spend in the last 24 hours.",
+             prom(f"sum(increase({spend}[1d]))", instant=True), MSG_CURRENCY_UNIT, w=5, decimals=2),
+        stat("Month to date (estimate)",
+             "Spend since the first of the month as Prometheus saw it (needs Prometheus "
+             "retention of a month; the ledger table below is exact).",
+             prom(f"sum(increase({spend}[$__range]))", instant=True), MSG_CURRENCY_UNIT, w=5,
+             decimals=2, timeFrom="now/M", hideTimeOverride=False),
+        stat("30 days at today's rate", "The last 24 hours' spend times 30: where the month is heading.",
+             prom(f"sum(increase({spend}[1d])) * 30", instant=True), MSG_CURRENCY_UNIT, w=5, decimals=2),
+        stat("Cost per delivered message", "Spend / delivered messages over the range.",
+             prom(f"sum(increase({spend}[$__range])) / sum(increase({delivered}[$__range]))",
+                  instant=True), MSG_CURRENCY_UNIT, w=4, decimals=3),
+        timeseries("Spend per hour by category",
+                   "Spend in the trailing hour, by Meta pricing category.",
+                   [prom(f"sum by (category) (increase({spend}[1h]))", "{{category}}")],
+                   MSG_CURRENCY_UNIT),
+        timeseries("Spend per hour by template", "Spend in the trailing hour, by template.",
+                   [prom(f"sum by (template) (increase({spend}[1h]))", "{{template}}")],
+                   MSG_CURRENCY_UNIT),
+        timeseries("Spend per day by category", "Spend per calendar day, by category.",
+                   [prom(f"sum by (category) (increase({spend}[1d]))", "{{category}}")],
+                   MSG_CURRENCY_UNIT, bars=True, interval="1d"),
+        timeseries("Spend per day by template", "Spend per calendar day, by template.",
+                   [prom(f"sum by (template) (increase({spend}[1d]))", "{{template}}")],
+                   MSG_CURRENCY_UNIT, bars=True, interval="1d"),
+        timeseries("Hourly spend against budget",
+                   "All providers and templates: the recorded hourly spend per currency against "
+                   "the budget the alerts use (currency:messaging_cost_budget:hourly).",
+                   [prom('currency:messaging_cost:increase1h{currency=~"$currency"}', "spend {{currency}}"),
+                    prom('currency:messaging_cost_budget:hourly{currency=~"$currency"}', "budget {{currency}}")],
+                   MSG_CURRENCY_UNIT),
+        timeseries("Cost per delivered message by category",
+                   "Spend / delivered messages over the trailing hour, by category.",
+                   [prom(f"sum by (category) (increase({spend}[1h])) / sum by (category) (increase({delivered}[1h]))",
+                         "{{category}}")], MSG_CURRENCY_UNIT, decimals=3),
+        row("From the ledger (PostgreSQL)"),
+        table("Top phones by cost",
+              "The 20 phones that cost most among messages first seen in the range. Numbers are "
+              "masked to their last 4 digits.",
+              sql(f"""
+SELECT {MASKED_PHONE} AS "phone",
+       count(*) AS "messages",
+       sum(cost) AS "cost",
+       max(currency) AS "currency"
+FROM outbound_messages
+WHERE first_seen_ms BETWEEN $__unixEpochFrom()::bigint * 1000 AND $__unixEpochTo()::bigint * 1000
+  AND provider IN ($provider) AND channel IN ($channel)
+  AND phone <> ''
+GROUP BY phone
+ORDER BY sum(cost) DESC, count(*) DESC
+LIMIT 20
+"""), w=12, overrides=[("cost", MSG_CURRENCY_UNIT)]),
+        table("Month to date by category",
+              "Exact spend since the first of the month (UTC) from the message ledger, by the "
+              "category each message was priced at.",
+              sql("""
+SELECT CASE WHEN cost_category = '' THEN 'none' ELSE cost_category END AS "category",
+       currency AS "currency",
+       count(*) AS "messages",
+       sum(cost) AS "cost"
+FROM outbound_messages
+WHERE cost > 0
+  AND first_seen_ms >= CAST(extract(epoch FROM date_trunc('month', now() AT TIME ZONE 'UTC')) * 1000 AS BIGINT)
+GROUP BY 1, 2
+ORDER BY sum(cost) DESC
+"""), w=12, overrides=[("cost", MSG_CURRENCY_UNIT)]),
+        table("Recent failed messages",
+              "The 50 latest failures in the range with the provider's error. Numbers are masked "
+              "to their last 4 digits.",
+              sql(f"""
+SELECT to_timestamp(failed_ms / 1000.0) AS "failed at",
+       provider AS "provider",
+       channel AS "channel",
+       {MASKED_PHONE} AS "phone",
+       CASE WHEN label_template <> '' THEN label_template
+            WHEN template_name <> '' THEN template_name ELSE 'none' END AS "template",
+       error_code AS "code",
+       error_title AS "title",
+       error_details AS "details"
+FROM outbound_messages
+WHERE failed_ms BETWEEN $__unixEpochFrom()::bigint * 1000 AND $__unixEpochTo()::bigint * 1000
+  AND provider IN ($provider) AND channel IN ($channel)
+ORDER BY failed_ms DESC
+LIMIT 50
+""")),
+    ]
+    variables = outbound_vars() + [
+        variable("currency", "Currency", "label_values(messaging_cost_total, currency)"),
+    ]
+    return dashboard("messaging-cost", "Messaging / Cost",
+                     "What messages cost: per hour and day, by category and template, month to "
+                     "date, and the costliest phones.", ["cost"], variables, items,
+                     time_from="now-7d")
+
+
+# ---------------------------------------------------------------- 3. AI
+
+
+def ai():
+    reqs = f"messaging_ai_requests_total{{{AI}}}"
+    items = [
+        row("Requests"),
+        stat("Calls", "AI calls the bot reported over the range.",
+             prom(f"sum(increase({reqs}[$__range]))", instant=True), "short"),
+        stat("Error ratio", "Failed calls / all calls over the range.",
+             prom(f'sum(increase(messaging_ai_requests_total{{outcome="error", {AI}}}[$__range])) / sum(increase({reqs}[$__range]))',
+                  instant=True), "percentunit", thresholds=GOOD_LOW, decimals=1),
+        stat("p95 latency", "95th percentile of call latency over the range.",
+             prom(f"histogram_quantile(0.95, sum by (le) (increase(messaging_ai_latency_seconds_bucket{{{AI}}}[$__range])))",
+                  instant=True), "s", thresholds=steps("green", (5, "orange"), (10, "red"))),
+        stat("AI spend", "AI spend over the range, as the bot reported it.",
+             prom(f'sum(increase(messaging_ai_cost_total{{model=~"$model"}}[$__range]))', instant=True),
+             AI_CURRENCY_UNIT, decimals=2),
+        stat("Tokens", "Input plus output tokens over the range.",
+             prom(f'sum(increase(messaging_ai_tokens_total{{model=~"$model"}}[$__range]))', instant=True),
+             "short"),
+        stat("Intents classified", "Intents the AI returned over the range.",
+             prom("sum(increase(messaging_ai_intents_total[$__range]))", instant=True), "short"),
+        timeseries("Calls by operation and outcome", "AI calls per second.",
+                   [prom(f"sum by (operation, outcome) (rate({reqs}[$__rate_interval]))",
+                         "{{operation}} {{outcome}}")], "cps"),
+        timeseries("Error ratio by operation and model",
+                   "Failed / all calls over 5 minutes. The ticket alert fires above 10% for 15 minutes.",
+                   [prom(f"operation_model:messaging_ai_errors:ratio_rate5m{{{AI}}}",
+                         "{{operation}} {{model}}")], "percentunit", thresholds=GOOD_LOW,
+                   threshold_line=True, min=0),
+        row("Latency"),
+        timeseries("Latency percentiles by operation", "p50/p95/p99 of call latency by operation.",
+                   [prom(f"histogram_quantile({q}, sum by (operation, le) (rate(messaging_ai_latency_seconds_bucket{{{AI}}}[$__rate_interval])))",
+                         f"p{int(float(q) * 100)} {{{{operation}}}}") for q in ("0.5", "0.95", "0.99")],
+                   "s"),
+        timeseries("p95 latency by operation and model",
+                   "The recorded p95 the ticket alert uses (above 10 s for 15 minutes).",
+                   [prom(f"operation_model:messaging_ai_latency_seconds:p95_rate5m{{{AI}}}",
+                         "{{operation}} {{model}}")], "s",
+                   thresholds=steps("green", (10, "red")), threshold_line=True),
+        heatmap("Latency distribution", "AI call latency per histogram bucket.",
+                prom(f"sum by (le) (increase(messaging_ai_latency_seconds_bucket{{{AI}}}[$__rate_interval]))",
+                     "{{le}}"), "s", w=24),
+        row("Tokens, cost and intents"),
+        timeseries("Tokens by model", "Tokens per second by model and direction.",
+                   [prom('sum by (model, direction) (rate(messaging_ai_tokens_total{model=~"$model"}[$__rate_interval]))',
+                         "{{model}} {{direction}}")], "cps", w=8),
+        timeseries("AI spend per hour by model", "AI spend in the trailing hour by model.",
+                   [prom('sum by (model, currency) (increase(messaging_ai_cost_total{model=~"$model"}[1h]))',
+                         "{{model}} {{currency}}")], AI_CURRENCY_UNIT, w=8),
+        bargauge("Top intents", "The ten intents the AI classified most over the range.",
+                 [prom("topk(10, sum by (intent) (increase(messaging_ai_intents_total[$__range])))",
+                       "{{intent}}", instant=True)], "short", w=8),
+    ]
+    variables = [
+        variable("operation", "Operation", "label_values(messaging_ai_requests_total, operation)"),
+        variable("model", "Model",
+                 'label_values(messaging_ai_requests_total{operation=~"$operation"}, model)'),
+    ]
+    return dashboard("messaging-ai", "Messaging / AI",
+                     "The bot's AI calls: rate, errors, latency, tokens, cost and intents.",
+                     ["ai"], variables, items)
+
+
+# ---------------------------------------------------------------- 4. exporter internals
+
+
+def exporter():
+    ready_map = [{"type": "value", "options": {
+        "0": {"text": "not ready", "color": "red"},
+        "1": {"text": "ready", "color": "green"}}}]
+    up_map = [{"type": "value", "options": {
+        "0": {"text": "down", "color": "red"},
+        "1": {"text": "up", "color": "green"}}}]
+    red_zero = steps("red", (1, "green"))
+    items = [
+        row("Health"),
+        stat("Scraped", "Whether every selected exporter answered Prometheus's last scrape.",
+             prom(f"min(up{{{INST}}})", instant=True), "none", w=4, thresholds=red_zero,
+             mappings=up_map),
+        stat("Ready", "Whether every selected exporter reaches its database (/readyz).",
+             prom(f"min(messaging_exporter_ready{{{INST}}})", instant=True), "none", w=4,
+             thresholds=red_zero, mappings=ready_map),
+        stat("Replicas", "Exporter targets Prometheus scrapes.",
+             prom(f"count(up{{{INST}}})", instant=True), "short", w=4),
+        stat("Scrape duration", "How long the last scrape of /metrics took (slowest replica).",
+             prom(f"max(scrape_duration_seconds{{{INST}}})", instant=True), "s", w=4,
+             thresholds=steps("green", (1, "orange"), (5, "red"))),
+        table("Build info", "Version each replica runs.",
+              prom(f"max by (instance, version) (messaging_exporter_build_info{{{INST}}})",
+                   instant=True, fmt="table"), w=8, h=4),
+        row("Webhooks"),
+        timeseries("Webhook events by outcome",
+                   "Provider webhook items per second: processed, duplicate (redelivery), ignored "
+                   "(not for us), rejected (bad signature, type or body).",
+                   [prom(f"sum by (provider, outcome) (rate(messaging_webhook_events_total{{{INST}}}[$__rate_interval]))",
+                         "{{provider}} {{outcome}}")], "cps"),
+        timeseries("Webhook rejections", "Rejected webhook requests in the trailing 15 minutes; "
+                   "the ticket alert fires above 5.",
+                   [prom(f'sum by (provider) (increase(messaging_webhook_events_total{{outcome="rejected", {INST}}}[15m]))',
+                         "{{provider}}")], "short", thresholds=steps("green", (5, "red")),
+                   threshold_line=True),
+        row("HTTP"),
+        timeseries("Request latency p95 by route", "95th percentile of request latency by route.",
+                   [prom(f"histogram_quantile(0.95, sum by (route, le) (rate(messaging_exporter_http_request_duration_seconds_bucket{{{INST}}}[$__rate_interval])))",
+                         "{{route}}")], "s"),
+        timeseries("Requests by route and status", "Requests per second by route and HTTP status.",
+                   [prom(f"sum by (route, status) (rate(messaging_exporter_http_request_duration_seconds_count{{{INST}}}[$__rate_interval]))",
+                         "{{route}} {{status}}")], "reqps"),
+        row("Cardinality and pre-send"),
+        timeseries("Label overflow",
+                   "Values per second reported as \"other\" because the label reached "
+                   "--max-label-values. Anything above zero raises MessagingLabelOverflow.",
+                   [prom(f"sum by (label) (rate(messaging_label_overflow_total{{{INST}}}[$__rate_interval]))",
+                         "{{label}}")], "cps", thresholds=steps("green", (0.0001, "orange"))),
+        timeseries("Pre-send decisions by reason",
+                   "POST /v1/check-send answers per second, by decision and reason.",
+                   [prom(f"sum by (decision, reason) (rate(messaging_presend_checks_total{{{INST}}}[$__rate_interval]))",
+                         "{{decision}} {{reason}}")], "cps"),
+    ]
+    variables = [variable("instance", "Instance", 'label_values(up{job="messaging-exporter"}, instance)')]
+    return dashboard("messaging-exporter", "Messaging / Exporter internals",
+                     "Is the exporter itself healthy? Scrapes, readiness, webhooks, HTTP, "
+                     "label cardinality, pre-send decisions.", ["exporter"], variables, items,
+                     time_from="now-3h")
+
+
+DASHBOARDS = {
+    "delivery.json": delivery,
+    "cost.json": cost,
+    "ai.json": ai,
+    "exporter.json": exporter,
+}
+
+
+def render(build):
+    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv):
+    check = "--check" in argv
+    stale = []
+    for name, build in DASHBOARDS.items():
+        path = OUT / name
+        text = render(build)
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print("out of date (run python3 grafana/generate.py): " + ", ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,432 @@
+//! The whole pipeline, live: the exporter on a fresh Postgres database, Prometheus with
+//! the shipped rules, Alertmanager with the shipped routes, and a test receiver standing
+//! in for the paging and ticket services. Real traffic goes in; the failure-ratio page
+//! must come out, and every query of every rule and dashboard must answer.
+
+use std::fs;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::{Connection, Executor};
+
+use super::live_queries::{check_dashboards, check_rules};
+use super::queries::Prom;
+use super::receiver::Receiver;
+use super::rules::RUNBOOK_BASE;
+use super::support::{
+    eventually, free_port, now_secs, random_tag, read, repo, run_ok, tool, Proc, TempDir, TestDb,
+    ADMIN_URL,
+};
+use super::traffic::Traffic;
+
+/// Rewrites the value of every `key: value` line whose key is one of `keys`; returns the
+/// new text and how many lines changed.
+fn set_durations(text: &str, keys: &[&str], value: &str) -> (String, usize) {
+    let mut hits = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            for key in keys {
+                if let Some(rest) = trimmed.strip_prefix(&format!("{key}:")) {
+                    if !rest.trim().is_empty() {
+                        hits += 1;
+                        return format!("{indent}{key}: {value}");
+                    }
+                }
+            }
+            line.to_owned()
+        })
+        .collect();
+    (out.join("\n") + "\n", hits)
+}
+
+/// Replaces each `from` with `to`, insisting that every `from` occurs: if the shipped file
+/// changes shape, this test must be updated rather than silently test something else.
+fn replace_all(mut text: String, pairs: &[(&str, String)]) -> String {
+    for (from, to) in pairs {
+        assert!(text.contains(from), "the shipped prometheus.yml no longer contains {from:?}; update tests/monitoring/live.rs");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+async fn get_status(url: &str) -> Result<u16, String> {
+    reqwest::get(url)
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+async fn wait_ready(what: &str, url: String, proc: &mut Proc) {
+    eventually(what, Duration::from_secs(30), || {
+        proc.assert_running();
+        let url = url.clone();
+        async move {
+            match get_status(&url).await? {
+                200 => Ok(()),
+                s => Err(format!("{url} answered {s}")),
+            }
+        }
+    })
+    .await;
+}
+
+/// Waits until Prometheus has scraped the exporter after `t` (unix seconds).
+async fn scraped_after(prom: &Prom, t: f64) {
+    eventually(
+        "a scrape of the exporter",
+        Duration::from_secs(20),
+        || async move {
+            let ts = prom
+                .value(r#"timestamp(up{job="messaging-exporter"})"#)
+                .await?;
+            if ts > t {
+                Ok(())
+            } else {
+                Err(format!("last scrape at {ts}, want after {t}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// The value of one exposition line of the exporter's /metrics, found by substrings.
+async fn exporter_value(base: &str, needles: &[&str]) -> Result<f64, String> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#') && needles.iter().all(|n| l.contains(n)))
+        .ok_or_else(|| format!("no /metrics line with {needles:?}"))?;
+    line.rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| format!("bad line {line}"))
+}
+
+/// Template "unknown" is counted only after the grace period: wait for it.
+async fn unknown_counted(base: &str, want: f64) {
+    let needles = [
+        "messaging_outbound_messages_total",
+        "status=\"delivered\"",
+        "template=\"unknown\"",
+    ];
+    eventually(
+        "statuses without a send hook to be counted as template unknown",
+        Duration::from_secs(20),
+        || async move {
+            let v = exporter_value(base, &needles).await?;
+            if v >= want {
+                Ok(())
+            } else {
+                Err(format!("{v} of {want}"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
+    let started = Instant::now();
+    let prometheus = tool("prometheus");
+    let alertmanager = tool("prometheus-alertmanager");
+    tool("psql");
+    let tmp = TempDir::new("messaging-monitoring");
+    let db = TestDb::create().await;
+
+    // Grafana's read-only role, made by the script compose runs; SQL panels use it below.
+    run_ok(
+        Command::new("sh")
+            .arg(repo().join("grafana/postgres/create-grafana-reader.sh"))
+            .envs([
+                ("PGHOST", "127.0.0.1"),
+                ("PGPORT", "5432"),
+                ("POSTGRES_USER", "postgres"),
+            ])
+            .env("POSTGRES_DB", &db.name)
+            .env("GRAFANA_DB_USER", &db.reader)
+            .env("GRAFANA_DB_PASSWORD", &db.reader_password),
+        "grafana/postgres/create-grafana-reader.sh",
+    );
+
+    // --- the exporter: template labels overflow after 3 values, attribution after 1 s.
+    let exporter_port = free_port();
+    let exporter_url = format!("http://127.0.0.1:{exporter_port}");
+    let mut exporter = Proc::spawn(
+        "exporter",
+        Command::new(env!("CARGO_BIN_EXE_messaging-exporter"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{exporter_port}"),
+                "--database-url",
+                &db.url(),
+            ])
+            .args([
+                "--attribution-grace-seconds",
+                "1",
+                "--max-label-values",
+                "3",
+                "--db-timeout-ms",
+                "1000",
+            ])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default()),
+        tmp.path("exporter.log"),
+    );
+    wait_ready(
+        "the exporter",
+        format!("{exporter_url}/readyz"),
+        &mut exporter,
+    )
+    .await;
+
+    // --- Alertmanager: the shipped routes, rendered as compose does, notifying in 1 s.
+    let receiver = Receiver::default();
+    let receiver_url = receiver.start().await;
+    let am_port = free_port();
+    let am_config = tmp.path("alertmanager.yml");
+    run_ok(
+        Command::new("sh")
+            .arg(repo().join("prometheus/render-alertmanager-config.sh"))
+            .arg(repo().join("prometheus/alertmanager.yml"))
+            .arg(&am_config)
+            .env("PAGE_WEBHOOK_URL", format!("{receiver_url}/page"))
+            .env("TICKET_WEBHOOK_URL", format!("{receiver_url}/ticket")),
+        "render-alertmanager-config.sh",
+    );
+    let text = fs::read_to_string(&am_config).unwrap();
+    let (text, hits) = set_durations(&text, &["group_wait", "group_interval"], "1s");
+    assert!(
+        hits > 0,
+        "no group_wait/group_interval in prometheus/alertmanager.yml to shorten"
+    );
+    fs::write(&am_config, text).unwrap();
+    let mut am = Proc::spawn(
+        "alertmanager",
+        Command::new(alertmanager)
+            .arg(format!("--config.file={}", am_config.display()))
+            .arg(format!("--storage.path={}", tmp.path("am").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address="),
+        tmp.path("alertmanager.log"),
+    );
+    let am_url = format!("http://127.0.0.1:{am_port}");
+    wait_ready("Alertmanager", format!("{am_url}/-/ready"), &mut am).await;
+
+    // --- Prometheus: the shipped config on loopback ports, 1 s scrapes and evaluations,
+    // and the shipped rules with `for:` shortened so alerts fire at once.
+    let rules_dir = tmp.path("rules");
+    fs::create_dir_all(&rules_dir).unwrap();
+    let mut shortened = 0;
+    for entry in fs::read_dir(repo().join("prometheus/rules")).unwrap() {
+        let path = entry.unwrap().path();
+        let (text, hits) = set_durations(&fs::read_to_string(&path).unwrap(), &["for"], "0s");
+        shortened += hits;
+        fs::write(rules_dir.join(path.file_name().unwrap()), text).unwrap();
+    }
+    assert!(
+        shortened > 0,
+        "no `for:` found in prometheus/rules to shorten"
+    );
+    let prom_port = free_port();
+    let config = replace_all(
+        read("prometheus/prometheus.yml"),
+        &[
+            ("exporter:9469", format!("127.0.0.1:{exporter_port}")),
+            ("alertmanager:9093", format!("127.0.0.1:{am_port}")),
+            ("localhost:9090", format!("127.0.0.1:{prom_port}")),
+            ("scrape_interval: 15s", "scrape_interval: 1s".into()),
+            ("evaluation_interval: 15s", "evaluation_interval: 1s".into()),
+            ("- rules/*.yml", format!("- {}/*.yml", rules_dir.display())),
+        ],
+    );
+    fs::write(tmp.path("prometheus.yml"), config).unwrap();
+    let mut prom_proc = Proc::spawn(
+        "prometheus",
+        Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                tmp.path("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                tmp.path("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+        tmp.path("prometheus.log"),
+    );
+    let prom = Prom::new(format!("http://127.0.0.1:{prom_port}"));
+    wait_ready(
+        "Prometheus",
+        format!("{}/-/ready", prom.base),
+        &mut prom_proc,
+    )
+    .await;
+    scraped_after(&prom, now_secs()).await;
+
+    // --- traffic: a seed round creates every series, then a bigger round with a burst of
+    // failures makes them move (rate() needs two samples of a series).
+    let mut traffic = Traffic::new(exporter_url.clone(), random_tag());
+    traffic.round(1, 0).await;
+    unknown_counted(&exporter_url, 1.0).await;
+    scraped_after(&prom, now_secs() + 1.0).await;
+    traffic.round(3, 12).await;
+
+    // --- the page: Prometheus → Alertmanager → the page receiver.
+    let page = eventually(
+        "MessagingDeliveryFailureRatioHigh to reach the page receiver through Alertmanager",
+        Duration::from_secs(60),
+        || async {
+            receiver
+                .firing("page", "MessagingDeliveryFailureRatioHigh")
+                .first()
+                .cloned()
+                .ok_or_else(|| receiver.summary())
+        },
+    )
+    .await;
+    assert_eq!(page["labels"]["severity"], "page", "{page}");
+    assert_eq!(page["labels"]["provider"], "meta", "{page}");
+    assert_eq!(page["labels"]["channel"], "whatsapp", "{page}");
+    let runbook = page["annotations"]["runbook_url"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(runbook.starts_with(RUNBOOK_BASE), "runbook_url {runbook}");
+    let ticket = eventually(
+        "MessagingLabelOverflow to reach the ticket receiver",
+        Duration::from_secs(30),
+        || async {
+            receiver
+                .firing("ticket", "MessagingLabelOverflow")
+                .first()
+                .cloned()
+                .ok_or_else(|| receiver.summary())
+        },
+    )
+    .await;
+    assert_eq!(ticket["labels"]["severity"], "ticket", "{ticket}");
+    assert!(
+        receiver
+            .firing("ticket", "MessagingDeliveryFailureRatioHigh")
+            .is_empty(),
+        "a page also went to the ticket receiver"
+    );
+
+    // Everything of round 2 is counted and scraped twice before the queries run.
+    unknown_counted(&exporter_url, 4.0).await;
+    scraped_after(&prom, now_secs() + 1.0).await;
+
+    let mut failures = Vec::new();
+    let mut notes = Vec::new();
+    let presend = traffic.presend_available == Some(true);
+    let n_rules = check_rules(&prom, presend, &mut failures, &mut notes).await;
+    let (n_promql, n_sql) = check_dashboards(
+        &prom,
+        &db,
+        &traffic.phones,
+        presend,
+        &mut failures,
+        &mut notes,
+    )
+    .await;
+
+    // --- inhibition: the exporter loses its database; MessagingExporterDown pages and
+    // mutes the failure-ratio page.
+    check_inhibition(&db, &exporter_url, &am_url, &receiver).await;
+
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    eprintln!(
+        "checked {n_rules} rules, {n_promql} dashboard PromQL and {n_sql} SQL queries live in {:.1?}",
+        started.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} queries failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+async fn check_inhibition(db: &TestDb, exporter_url: &str, am_url: &str, receiver: &Receiver) {
+    let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
+        .await
+        .expect("admin connection");
+    admin
+        .execute(format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name).as_str())
+        .await
+        .expect("closing the test database to new connections");
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&db.name)
+        .execute(&mut admin)
+        .await
+        .expect("disconnecting the exporter");
+
+    let url = format!("{exporter_url}/readyz");
+    eventually(
+        "the exporter to report its database unreachable",
+        Duration::from_secs(20),
+        || {
+            let url = url.clone();
+            async move {
+                match get_status(&url).await? {
+                    503 => Ok(()),
+                    s => Err(format!("/readyz answered {s}")),
+                }
+            }
+        },
+    )
+    .await;
+    eventually(
+        "MessagingExporterDown to reach the page receiver",
+        Duration::from_secs(30),
+        || async {
+            if receiver.firing("page", "MessagingExporterDown").is_empty() {
+                Err(receiver.summary())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let alerts_url = format!("{am_url}/api/v2/alerts");
+    eventually(
+        "Alertmanager to inhibit the failure-ratio alert",
+        Duration::from_secs(30),
+        || {
+            let alerts_url = alerts_url.clone();
+            async move {
+                let alerts: Vec<Value> = reqwest::get(&alerts_url)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let a = alerts
+                    .iter()
+                    .find(|a| a["labels"]["alertname"] == "MessagingDeliveryFailureRatioHigh")
+                    .ok_or("the failure-ratio alert is not in Alertmanager")?;
+                let by = a["status"]["inhibitedBy"]
+                    .as_array()
+                    .map(Vec::len)
+                    .unwrap_or(0);
+                if a["status"]["state"] == "suppressed" && by > 0 {
+                    Ok(())
+                } else {
+                    Err(format!("status {}", a["status"]))
+                }
+            }
+        },
+    )
+    .await;
+}
