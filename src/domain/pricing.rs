@@ -234,8 +234,10 @@ mod tests {
                 .amount,
             0.0
         );
-        let mut off = Settings::default();
-        off.cost_tracking_enabled = false;
+        let off = Settings {
+            cost_tracking_enabled: false,
+            ..Settings::default()
+        };
         assert_eq!(
             off.quote(Some(&p), Some(Category::Marketing), false).reason,
             CostReason::CostTrackingDisabled

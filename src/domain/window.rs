@@ -47,9 +47,7 @@ mod tests {
 
     #[test]
     fn remaining_minutes_round_up() {
-        let w = Window {
-            last_inbound_ms: 0 + 1,
-        };
+        let w = Window { last_inbound_ms: 1 };
         assert_eq!(w.remaining_minutes(1), 1440);
         assert_eq!(w.remaining_minutes(1 + 60_001), 1439);
         assert_eq!(w.remaining_minutes(WINDOW_MS), 1);
