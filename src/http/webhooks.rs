@@ -90,11 +90,9 @@ async fn meta_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode> {
-    let events = parse_meta(&state, &headers, body).await.inspect_err(|_| {
-        state
-            .metrics
-            .webhook_event(Provider::Meta, Outcome::Rejected)
-    })?;
+    let events = parse_meta(&state, &headers, body)
+        .await
+        .inspect_err(|e| rejected(&state, Provider::Meta, e))?;
     store_and_count(&state, &events).await?;
     Ok(StatusCode::OK)
 }
@@ -188,11 +186,7 @@ async fn twilio_callback(
     let suffix = full.strip_prefix(TWILIO_PATH).unwrap_or(full);
     let event = parse_twilio(&state, suffix, &headers, body)
         .await
-        .inspect_err(|_| {
-            state
-                .metrics
-                .webhook_event(Provider::Twilio, Outcome::Rejected)
-        })?;
+        .inspect_err(|e| rejected(&state, Provider::Twilio, e))?;
     store_and_count(&state, std::slice::from_ref(&event)).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
@@ -236,4 +230,17 @@ async fn store_and_count(state: &AppState, events: &[Event]) -> Result<()> {
     let (tally, _) = state.ledger.record(events).await?;
     state.metrics.record(&tally);
     Ok(())
+}
+
+/// A refused webhook: counted and logged together. The log names the provider and the
+/// error code only: the message may quote the payload, which may hold a phone number.
+fn rejected(state: &AppState, provider: Provider, err: &ApiError) {
+    state.metrics.webhook_event(provider, Outcome::Rejected);
+    let (status, code) = err.status_and_code();
+    tracing::warn!(
+        provider = provider.as_str(),
+        status = status.as_u16(),
+        code,
+        "webhook rejected"
+    );
 }
