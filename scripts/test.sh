@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: starts Postgres if it is down, installs
-# Prometheus, promtool and Alertmanager if missing, then runs cargo test.
+# Prometheus, promtool, Alertmanager and schemathesis if missing, then runs cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v st >/dev/null 2>&1; then
+  log "installing schemathesis (OpenAPI fuzzing)"
+  python3 -m pip install -q --disable-pip-version-check schemathesis
 fi
 
 log "cargo test"

@@ -13,6 +13,7 @@ mod presend;
 mod process;
 mod queries;
 mod replicas_and_faults;
+mod schemathesis;
 mod signatures;
 mod slow_clients;
 mod v1;

@@ -15,7 +15,7 @@ use crate::helpers::{
 };
 
 /// The exporter binary running as a child process, its logs in a file.
-struct Exporter {
+pub(crate) struct Exporter {
     child: Child,
     port: u16,
     log: PathBuf,
@@ -23,7 +23,7 @@ struct Exporter {
 }
 
 impl Exporter {
-    async fn start(db_url: &str, dir: &tempdir::Dir, extra: &[&str]) -> Self {
+    pub(crate) async fn start(db_url: &str, dir: &tempdir::Dir, extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -67,7 +67,7 @@ impl Exporter {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
