@@ -310,4 +310,33 @@ async fn hostile_payloads_get_a_clear_4xx_and_never_a_crash(backend: Backend) {
     );
 }
 
-crate::on_both_backends!(hostile_payloads_get_a_clear_4xx_and_never_a_crash);
+async fn thousands_of_statuses_in_one_post_are_each_counted_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let statuses: Vec<Value> = (0..4_000)
+        .map(|i| json!({"id": format!("wamid.bulk{i}"), "status": "read", "timestamp": "1758621600", "recipient_id": format!("9198{:08}", i % 700)}))
+        .collect();
+    let body = json!({"entry": [{"id": "1", "changes": [{"field": "messages", "value": {"statuses": statuses}}]}]});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    assert!(bytes.len() < 1024 * 1024, "the payload fits the body limit");
+    for _ in 0..2 {
+        assert_eq!(app.post_meta(&bytes).await.status(), 200);
+    }
+    app.clock.advance_ms(31_000);
+    let s = app
+        .wait_for("all 4000 to be counted", |s| {
+            s.sum("messaging_outbound_messages_total", &[("status", "read")]) == 4_000.0
+        })
+        .await;
+    assert_eq!(
+        s.sum("messaging_outbound_messages_total", &[("status", "sent")]),
+        4_000.0
+    );
+    let wh = |o| s.sum("messaging_webhook_events_total", &[("outcome", o)]);
+    assert_eq!((wh("processed"), wh("duplicate")), (4_000.0, 4_000.0));
+}
+
+crate::on_both_backends!(
+    hostile_payloads_get_a_clear_4xx_and_never_a_crash,
+    thousands_of_statuses_in_one_post_are_each_counted_once,
+);
