@@ -79,13 +79,14 @@ async fn refresh(s: &AppState) {
     }
 }
 
-/// Deletes per-message rows older than the retention period. Sessions go only once
-/// their window has long closed, so no live window is ever lost.
+/// Deletes per-message rows older than the retention period (outbound messages by when
+/// they were first seen). Sessions go only once their window has long closed, so no live
+/// window is ever lost.
 pub async fn purge(s: &AppState) -> Result<u64, sqlx::Error> {
     let cutoff = s.clock.now_ms() - i64::from(s.config.retention_days) * 86_400_000;
     let mut deleted = 0;
     for sql in [
-        "DELETE FROM outbound_messages WHERE updated_ms < $1",
+        "DELETE FROM outbound_messages WHERE first_seen_ms < $1",
         "DELETE FROM inbound_messages WHERE received_ms < $1",
         "DELETE FROM webhook_errors WHERE last_seen_ms < $1",
         "DELETE FROM sessions WHERE last_inbound_ms < $1 AND updated_ms < $1",
