@@ -76,7 +76,7 @@ impl Ctx {
     /// How many items to pre-build when one item carries `per_item` events.
     fn item_budget(&self, per_item: f64) -> usize {
         match self.smoke_items {
-            Some(n) => n,
+            Some(n) => (n as f64 / per_item).ceil().max(2.0) as usize,
             None => ((self.max_rate * self.duration.as_secs_f64()) / per_item).ceil() as usize,
         }
     }
