@@ -88,7 +88,10 @@ pub fn psql(admin_url: &str, sql: &str) -> anyhow::Result<String> {
         .output()
         .context("running psql (is the PostgreSQL client installed?)")?;
     if !out.status.success() {
-        bail!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
@@ -134,9 +137,17 @@ impl Exporter {
         let log = opts.work_dir.join(format!("exporter_{suffix}.log"));
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new(&opts.bin)
-            .args(["--listen", &addr.to_string(), "--database-url", &database_url])
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--database-url",
+                &database_url,
+            ])
             .args(["--meta-app-secret", APP_SECRET])
-            .args(["--attribution-grace-seconds", &opts.grace_seconds.to_string()])
+            .args([
+                "--attribution-grace-seconds",
+                &opts.grace_seconds.to_string(),
+            ])
             .args(["--max-label-values", &opts.max_label_values.to_string()])
             .args(&opts.extra_args)
             .env("RUST_LOG", "warn")

@@ -132,7 +132,11 @@ pub fn describe_machine(o: &BenchOpts) -> Vec<String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1_048_576.0);
     let mut lines = vec![
@@ -147,7 +151,9 @@ pub fn describe_machine(o: &BenchOpts) -> Vec<String> {
         ),
     ];
     if o.backends.contains(&Backend::Postgres) {
-        let q = |s: &str| exporter::psql(&o.pg_admin_url, &format!("SHOW {s}")).unwrap_or_else(|_| "?".into());
+        let q = |s: &str| {
+            exporter::psql(&o.pg_admin_url, &format!("SHOW {s}")).unwrap_or_else(|_| "?".into())
+        };
         let version = exporter::psql(&o.pg_admin_url, "SHOW server_version").unwrap_or_default();
         lines.push(format!(
             "PostgreSQL {version}: fsync={}, synchronous_commit={}, shared_buffers={} (durable commits)",

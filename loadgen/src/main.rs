@@ -134,7 +134,9 @@ fn main() -> ExitCode {
     if figs.iter().all(Figures::counts_ok) {
         ExitCode::SUCCESS
     } else {
-        eprintln!("loadgen: the exporter's counters differ from what was sent (see COUNT MISMATCH above)");
+        eprintln!(
+            "loadgen: the exporter's counters differ from what was sent (see COUNT MISMATCH above)"
+        );
         ExitCode::FAILURE
     }
 }

@@ -177,11 +177,7 @@ fn status_json(m: &Message, s: Status) -> Value {
     });
     if s != Status::Read {
         // Meta sends pricing on `sent` and on the billing event (`delivered`).
-        let category = match m.category {
-            "marketing_lite" => "marketing_lite",
-            "authentication_international" => "authentication_international",
-            c => c,
-        };
+        let category = m.category;
         v["pricing"] = json!({"billable": category != "service", "pricing_model": "PMP",
             "type": if category == "service" { "free_customer_service" } else { "regular" },
             "category": category});

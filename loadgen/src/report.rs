@@ -128,7 +128,10 @@ pub fn render(title: &str, header_lines: &[String], all: &[Figures]) -> String {
         s,
         "\n| scenario | db | req/s | events/s | p50/p99/max ms | errors | RSS before→after MiB | exporter CPU | loadgen CPU | ÷ HTTP ceiling | ÷ DB ceiling | counts |"
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---|"
+    );
     for f in all {
         if let Some(why) = &f.unavailable {
             let _ = writeln!(
@@ -173,10 +176,18 @@ pub fn render(title: &str, header_lines: &[String], all: &[Figures]) -> String {
             .map(|(k, l)| format!("{k} {l}"))
             .collect();
         if !kinds.is_empty() {
-            let _ = writeln!(s, "- latency by request (p50/p99/max ms): {}", kinds.join("; "));
+            let _ = writeln!(
+                s,
+                "- latency by request (p50/p99/max ms): {}",
+                kinds.join("; ")
+            );
         }
         for (t, met) in &f.targets {
-            let _ = writeln!(s, "- target {t}: {}", if *met { "met" } else { "**missed**" });
+            let _ = writeln!(
+                s,
+                "- target {t}: {}",
+                if *met { "met" } else { "**missed**" }
+            );
         }
         if !f.error_detail.is_empty() {
             let _ = writeln!(s, "- errors: {:?}", f.error_detail);

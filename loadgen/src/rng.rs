@@ -37,7 +37,9 @@ impl Rng {
     pub fn weighted(&mut self, cumulative: &[f64]) -> usize {
         let total = *cumulative.last().expect("non-empty weights");
         let x = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
-        cumulative.partition_point(|c| *c <= x).min(cumulative.len() - 1)
+        cumulative
+            .partition_point(|c| *c <= x)
+            .min(cumulative.len() - 1)
     }
 }
 

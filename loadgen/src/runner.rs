@@ -204,7 +204,11 @@ impl Recorder {
     fn record(&mut self, kind: Kind, micros: u64, window: Option<usize>) {
         let v = micros.max(1);
         self.requests += 1;
-        let _ = self.by_kind.entry(kind).or_insert_with(new_histogram).record(v);
+        let _ = self
+            .by_kind
+            .entry(kind)
+            .or_insert_with(new_histogram)
+            .record(v);
         let _ = self.all.record(v);
         if let Some(w) = window {
             while self.windows.len() <= w {
@@ -230,7 +234,11 @@ fn check_reply(body: &[u8]) -> (bool, Option<String>) {
 }
 
 /// Runs `items` against `addr` and returns what happened.
-pub async fn run(addr: SocketAddr, items: Arc<Vec<Item>>, opts: &RunOpts) -> anyhow::Result<RunResult> {
+pub async fn run(
+    addr: SocketAddr,
+    items: Arc<Vec<Item>>,
+    opts: &RunOpts,
+) -> anyhow::Result<RunResult> {
     let states: Arc<Vec<AtomicU8>> = Arc::new((0..items.len()).map(|_| AtomicU8::new(0)).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let exhausted = Arc::new(AtomicBool::new(false));
@@ -242,8 +250,12 @@ pub async fn run(addr: SocketAddr, items: Arc<Vec<Item>>, opts: &RunOpts) -> any
     let deadline = start + opts.duration;
     let mut tasks = Vec::with_capacity(opts.concurrency);
     for mut conn in conns {
-        let (items, states, next, exhausted) =
-            (items.clone(), states.clone(), next.clone(), exhausted.clone());
+        let (items, states, next, exhausted) = (
+            items.clone(),
+            states.clone(),
+            next.clone(),
+            exhausted.clone(),
+        );
         let (rate, window, cycle) = (opts.rate, opts.window, opts.cycle);
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::new();
@@ -279,7 +291,8 @@ pub async fn run(addr: SocketAddr, items: Arc<Vec<Item>>, opts: &RunOpts) -> any
                     let t0 = Instant::now();
                     let result = conn.send(req, body).await;
                     let micros = t0.elapsed().as_micros() as u64;
-                    let w = window.map(|w| (t0 - start).as_nanos() as usize / w.as_nanos().max(1) as usize);
+                    let w = window
+                        .map(|w| (t0 - start).as_nanos() as usize / w.as_nanos().max(1) as usize);
                     match result {
                         Ok((status, body)) if status.is_success() => {
                             rec.record(req.kind, micros, w);

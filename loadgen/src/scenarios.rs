@@ -96,7 +96,12 @@ impl Ctx {
         }
     }
 
-    fn messages(&mut self, n: usize, templates: &[Template], phone_pool: &[String]) -> Vec<Message> {
+    fn messages(
+        &mut self,
+        n: usize,
+        templates: &[Template],
+        phone_pool: &[String],
+    ) -> Vec<Message> {
         let first = self.next_seq;
         self.next_seq += n as u64;
         payloads::messages(&mut self.rng, self.run_id, first, n, templates, phone_pool)
@@ -146,7 +151,15 @@ async fn timed(
     Ok(r)
 }
 
-fn check(f: &mut Figures, what: impl Into<String>, expected: f64, before: &Scrape, after: &Scrape, name: &str, labels: &[(&str, &str)]) {
+fn check(
+    f: &mut Figures,
+    what: impl Into<String>,
+    expected: f64,
+    before: &Scrape,
+    after: &Scrape,
+    name: &str,
+    labels: &[(&str, &str)],
+) {
     f.checks.push(CountCheck {
         what: what.into(),
         expected,
@@ -180,9 +193,15 @@ fn status_stream(rng: &mut Rng, n_messages: usize, shuffled: bool, dup: f64) -> 
         for s in Status::ALL {
             for &(m, top) in &reached {
                 if s <= top {
-                    stream.push(StatusRef { message: m, status: s });
+                    stream.push(StatusRef {
+                        message: m,
+                        status: s,
+                    });
                     if rng.chance(dup) {
-                        stream.push(StatusRef { message: m, status: s });
+                        stream.push(StatusRef {
+                            message: m,
+                            status: s,
+                        });
                     }
                 }
             }
@@ -249,14 +268,20 @@ async fn settle_and_check(
     templates: &[Template],
     expect: &StatusExpect,
 ) -> anyhow::Result<()> {
-    let touched: Vec<usize> = (0..messages.len()).filter(|m| expect.top[*m].is_some()).collect();
+    let touched: Vec<usize> = (0..messages.len())
+        .filter(|m| expect.top[*m].is_some())
+        .collect();
     let chunks: Vec<Vec<usize>> = touched.chunks(250).map(<[usize]>::to_vec).collect();
     let items: Vec<Item> = chunks
         .iter()
         .map(|c| {
             let ms: Vec<&Message> = c.iter().map(|&i| &messages[i]).collect();
             Item {
-                steps: vec![Req::post_json(Kind::Hook, "/v1/events/sent", payloads::send_hooks(&ms))],
+                steps: vec![Req::post_json(
+                    Kind::Hook,
+                    "/v1/events/sent",
+                    payloads::send_hooks(&ms),
+                )],
             }
         })
         .collect();
@@ -277,12 +302,15 @@ async fn settle_and_check(
         }
     }
     if r.error_count() > 0 {
-        f.notes.push(format!("settling hooks failed: {:?}", r.errors));
+        f.notes
+            .push(format!("settling hooks failed: {:?}", r.errors));
     }
     let after = scrape(exp).await?;
     let mut want: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for (m, top) in expect.top.iter().enumerate() {
-        let (Some(top), true) = (top, hooked[m]) else { continue };
+        let (Some(top), true) = (top, hooked[m]) else {
+            continue;
+        };
         let t = messages[m].template.as_str();
         *want.entry((t, "accepted")).or_default() += 1;
         for s in Status::ALL {
@@ -292,16 +320,60 @@ async fn settle_and_check(
         }
     }
     for status in ["accepted", "sent", "delivered", "read"] {
-        let total: u64 = want.iter().filter(|((_, s), _)| *s == status).map(|(_, n)| n).sum();
-        check(f, format!("outbound {status}"), total as f64, before, &after, OUTBOUND, &[("status", status)]);
+        let total: u64 = want
+            .iter()
+            .filter(|((_, s), _)| *s == status)
+            .map(|(_, n)| n)
+            .sum();
+        check(
+            f,
+            format!("outbound {status}"),
+            total as f64,
+            before,
+            &after,
+            OUTBOUND,
+            &[("status", status)],
+        );
         for t in templates {
             let n = want.get(&(t.name.as_str(), status)).copied().unwrap_or(0);
-            check(f, format!("outbound {status} template={}", t.name), n as f64, before, &after, OUTBOUND, &[("status", status), ("template", &t.name)]);
+            check(
+                f,
+                format!("outbound {status} template={}", t.name),
+                n as f64,
+                before,
+                &after,
+                OUTBOUND,
+                &[("status", status), ("template", &t.name)],
+            );
         }
     }
-    check(f, "outbound template=unknown", 0.0, before, &after, OUTBOUND, &[("template", "unknown")]);
-    check(f, "webhook events processed", expect.processed as f64, before, &after, WEBHOOKS, &[("provider", "meta"), ("outcome", "processed")]);
-    check(f, "webhook events duplicate", expect.duplicates as f64, before, &after, WEBHOOKS, &[("provider", "meta"), ("outcome", "duplicate")]);
+    check(
+        f,
+        "outbound template=unknown",
+        0.0,
+        before,
+        &after,
+        OUTBOUND,
+        &[("template", "unknown")],
+    );
+    check(
+        f,
+        "webhook events processed",
+        expect.processed as f64,
+        before,
+        &after,
+        WEBHOOKS,
+        &[("provider", "meta"), ("outcome", "processed")],
+    );
+    check(
+        f,
+        "webhook events duplicate",
+        expect.duplicates as f64,
+        before,
+        &after,
+        WEBHOOKS,
+        &[("provider", "meta"), ("outcome", "duplicate")],
+    );
     Ok(())
 }
 
@@ -326,7 +398,11 @@ pub async fn ingest(ctx: &mut Ctx, shuffled: bool, per_post: usize) -> anyhow::R
     let n_messages = (n_items * per_post).div_ceil(2).max(1);
     let messages = ctx.messages(n_messages, &templates, &phone_pool);
     let stream = status_stream(&mut ctx.rng, n_messages, shuffled, 0.01);
-    let metas: Vec<Vec<StatusRef>> = stream.chunks(per_post).take(n_items).map(<[StatusRef]>::to_vec).collect();
+    let metas: Vec<Vec<StatusRef>> = stream
+        .chunks(per_post)
+        .take(n_items)
+        .map(<[StatusRef]>::to_vec)
+        .collect();
     let items: Vec<Item> = metas.iter().map(|m| webhook_item(&messages, m)).collect();
 
     let exp = Exporter::start(&ctx.exporter).await?;
@@ -344,18 +420,37 @@ pub async fn ingest(ctx: &mut Ctx, shuffled: bool, per_post: usize) -> anyhow::R
     let p99_ok = f.lat.p99 <= 25.0;
     match per_post {
         1 => {
-            f.target(format!("≥ 15,000 webhooks/s (measured {:.0}, {:.1}% of it)", f.req_per_s(), f.req_per_s() / 150.0), f.req_per_s() >= 15_000.0 && ctx.backend() == Backend::Postgres);
+            f.target(
+                format!(
+                    "≥ 15,000 webhooks/s (measured {:.0}, {:.1}% of it)",
+                    f.req_per_s(),
+                    f.req_per_s() / 150.0
+                ),
+                f.req_per_s() >= 15_000.0 && ctx.backend() == Backend::Postgres,
+            );
             f.target(format!("p99 ≤ 25 ms (measured {:.2})", f.lat.p99), p99_ok);
             if let Some(r) = f.http_ratio {
-                f.target(format!("≥ 40% of the HTTP ceiling (measured {:.1}%)", r * 100.0), r >= 0.40);
+                f.target(
+                    format!("≥ 40% of the HTTP ceiling (measured {:.1}%)", r * 100.0),
+                    r >= 0.40,
+                );
             }
             if ctx.backend() == Backend::Sqlite {
                 f.targets.retain(|(t, _)| !t.starts_with("≥ 15,000"));
-                f.target(format!("SQLite ≥ 5,000 webhooks/s (measured {:.0})", f.req_per_s()), f.req_per_s() >= 5_000.0);
+                f.target(
+                    format!("SQLite ≥ 5,000 webhooks/s (measured {:.0})", f.req_per_s()),
+                    f.req_per_s() >= 5_000.0,
+                );
             }
         }
         _ => {
-            f.target(format!("≥ 60,000 status events/s (measured {:.0})", f.events_per_s()), f.events_per_s() >= 60_000.0);
+            f.target(
+                format!(
+                    "≥ 60,000 status events/s (measured {:.0})",
+                    f.events_per_s()
+                ),
+                f.events_per_s() >= 60_000.0,
+            );
         }
     }
     if id == "1a" {
@@ -369,11 +464,18 @@ pub async fn ingest(ctx: &mut Ctx, shuffled: bool, per_post: usize) -> anyhow::R
 /// Sends one check-send with a throwaway phone: `Err(reason)` when the route is absent.
 async fn check_send_available(exp: &Exporter) -> anyhow::Result<Result<(), String>> {
     let body = payloads::check_send("15550009999", "probe", "utility", false);
-    let (status, reply) = runner::once(exp.addr, &Req::post_json(Kind::Check, "/v1/check-send", body)).await?;
+    let (status, reply) = runner::once(
+        exp.addr,
+        &Req::post_json(Kind::Check, "/v1/check-send", body),
+    )
+    .await?;
     if status.as_u16() == 404 || status.as_u16() == 405 {
         return Ok(Err(format!(
             "POST /v1/check-send answered {status} ({})",
-            String::from_utf8_lossy(&reply).chars().take(120).collect::<String>()
+            String::from_utf8_lossy(&reply)
+                .chars()
+                .take(120)
+                .collect::<String>()
         )));
     }
     if !status.is_success() {
@@ -386,7 +488,11 @@ async fn check_send_available(exp: &Exporter) -> anyhow::Result<Result<(), Strin
 pub async fn checks(ctx: &mut Ctx, reserve: bool) -> anyhow::Result<Figures> {
     let mut f = ctx.figures(
         if reserve { "3b" } else { "3a" },
-        if reserve { "check-send, reserve: true" } else { "check-send" },
+        if reserve {
+            "check-send, reserve: true"
+        } else {
+            "check-send"
+        },
     );
     f.event_unit = "checks/s".into();
     let exp = Exporter::start(&ctx.exporter).await?;
@@ -400,7 +506,9 @@ pub async fn checks(ctx: &mut Ctx, reserve: bool) -> anyhow::Result<Figures> {
     // Without reserve: a pool of returning users. With it: the bot reserves for a new
     // recipient each time, and 5% of calls retry a phone already reserved (which must
     // be refused: one slot per phone).
-    let pool: Vec<String> = (0..100_000).map(|_| payloads::phone(&mut ctx.rng)).collect();
+    let pool: Vec<String> = (0..100_000)
+        .map(|_| payloads::phone(&mut ctx.rng))
+        .collect();
     let mut phones: Vec<String> = Vec::with_capacity(n);
     for i in 0..n {
         let p = if !reserve {
@@ -418,29 +526,66 @@ pub async fn checks(ctx: &mut Ctx, reserve: bool) -> anyhow::Result<Figures> {
         .map(|p| {
             let t = &templates[ctx.rng.weighted(&weights)];
             Item {
-                steps: vec![Req::post_json(Kind::Check, "/v1/check-send", payloads::check_send(p, &t.name, t.category, reserve))],
+                steps: vec![Req::post_json(
+                    Kind::Check,
+                    "/v1/check-send",
+                    payloads::check_send(p, &t.name, t.category, reserve),
+                )],
             }
         })
         .collect();
     let before = scrape(&exp).await?;
     let r = timed(&exp, items, &ctx.run_opts(), &mut f).await?;
     let after = scrape(&exp).await?;
-    let ok: Vec<usize> = (0..phones.len()).filter(|i| r.states[*i] & STEPS == 1 && r.states[*i] & FAILED == 0).collect();
+    let ok: Vec<usize> = (0..phones.len())
+        .filter(|i| r.states[*i] & STEPS == 1 && r.states[*i] & FAILED == 0)
+        .collect();
     f.events = ok.len() as u64;
     ratios(ctx, &mut f);
     f.db_ratio = None;
-    check(&mut f, "pre-send checks", ok.len() as f64, &before, &after, PRESEND, &[]);
+    check(
+        &mut f,
+        "pre-send checks",
+        ok.len() as f64,
+        &before,
+        &after,
+        PRESEND,
+        &[],
+    );
     let allowed = if reserve {
-        ok.iter().map(|i| phones[*i].as_str()).collect::<HashSet<_>>().len()
+        ok.iter()
+            .map(|i| phones[*i].as_str())
+            .collect::<HashSet<_>>()
+            .len()
     } else {
         ok.len()
     };
-    check(&mut f, "pre-send checks allowed", allowed as f64, &before, &after, PRESEND, &[("decision", "allowed")]);
+    check(
+        &mut f,
+        "pre-send checks allowed",
+        allowed as f64,
+        &before,
+        &after,
+        PRESEND,
+        &[("decision", "allowed")],
+    );
     if reserve {
-        f.target(format!("≥ 5,000 checks/s with reserve (measured {:.0})", f.req_per_s()), f.req_per_s() >= 5_000.0);
+        f.target(
+            format!(
+                "≥ 5,000 checks/s with reserve (measured {:.0})",
+                f.req_per_s()
+            ),
+            f.req_per_s() >= 5_000.0,
+        );
     } else {
-        f.target(format!("≥ 15,000 checks/s (measured {:.0})", f.req_per_s()), f.req_per_s() >= 15_000.0);
-        f.target(format!("p99 ≤ 10 ms (measured {:.2})", f.lat.p99), f.lat.p99 <= 10.0);
+        f.target(
+            format!("≥ 15,000 checks/s (measured {:.0})", f.req_per_s()),
+            f.req_per_s() >= 15_000.0,
+        );
+        f.target(
+            format!("p99 ≤ 10 ms (measured {:.2})", f.lat.p99),
+            f.lat.p99 <= 10.0,
+        );
     }
     Ok(f)
 }
@@ -453,18 +598,42 @@ fn flow(messages: &[Message], m: usize, with_check: bool) -> Item {
     let msg = &messages[m];
     let mut steps = Vec::with_capacity(5);
     if with_check {
-        steps.push(Req::post_json(Kind::Check, "/v1/check-send", payloads::check_send(&msg.phone, &msg.template, msg.category, true)));
+        steps.push(Req::post_json(
+            Kind::Check,
+            "/v1/check-send",
+            payloads::check_send(&msg.phone, &msg.template, msg.category, true),
+        ));
     }
-    let mut hook = Req::post_json(Kind::Hook, "/v1/events/sent", payloads::send_hook(msg, with_check));
+    let mut hook = Req::post_json(
+        Kind::Hook,
+        "/v1/events/sent",
+        payloads::send_hook(msg, with_check),
+    );
     hook.needs_reservation = with_check;
     steps.push(hook);
     for s in Status::ALL {
-        steps.extend(webhook_item(messages, &[StatusRef { message: m, status: s }]).steps);
+        steps.extend(
+            webhook_item(
+                messages,
+                &[StatusRef {
+                    message: m,
+                    status: s,
+                }],
+            )
+            .steps,
+        );
     }
     Item { steps }
 }
 
-fn check_flows(f: &mut Figures, messages: &[Message], states: &[u8], with_check: bool, before: &Scrape, after: &Scrape) {
+fn check_flows(
+    f: &mut Figures,
+    messages: &[Message],
+    states: &[u8],
+    with_check: bool,
+    before: &Scrape,
+    after: &Scrape,
+) {
     let off = usize::from(with_check);
     let mut presend = 0u64;
     let mut want: BTreeMap<(&str, &str), u64> = BTreeMap::new();
@@ -485,18 +654,62 @@ fn check_flows(f: &mut Figures, messages: &[Message], states: &[u8], with_check:
         }
     }
     if with_check {
-        check(f, "pre-send checks", presend as f64, before, after, PRESEND, &[]);
+        check(
+            f,
+            "pre-send checks",
+            presend as f64,
+            before,
+            after,
+            PRESEND,
+            &[],
+        );
     }
     for status in ["accepted", "sent", "delivered", "read"] {
-        let total: u64 = want.iter().filter(|((_, s), _)| *s == status).map(|(_, n)| n).sum();
-        check(f, format!("outbound {status}"), total as f64, before, after, OUTBOUND, &[("status", status)]);
+        let total: u64 = want
+            .iter()
+            .filter(|((_, s), _)| *s == status)
+            .map(|(_, n)| n)
+            .sum();
+        check(
+            f,
+            format!("outbound {status}"),
+            total as f64,
+            before,
+            after,
+            OUTBOUND,
+            &[("status", status)],
+        );
         for t in payloads::catalogue() {
             let n = want.get(&(t.name.as_str(), status)).copied().unwrap_or(0);
-            check(f, format!("outbound {status} template={}", t.name), n as f64, before, after, OUTBOUND, &[("status", status), ("template", &t.name)]);
+            check(
+                f,
+                format!("outbound {status} template={}", t.name),
+                n as f64,
+                before,
+                after,
+                OUTBOUND,
+                &[("status", status), ("template", &t.name)],
+            );
         }
     }
-    check(f, "webhook events processed", processed as f64, before, after, WEBHOOKS, &[("provider", "meta"), ("outcome", "processed")]);
-    check(f, "outbound template=unknown", 0.0, before, after, OUTBOUND, &[("template", "unknown")]);
+    check(
+        f,
+        "webhook events processed",
+        processed as f64,
+        before,
+        after,
+        WEBHOOKS,
+        &[("provider", "meta"), ("outcome", "processed")],
+    );
+    check(
+        f,
+        "outbound template=unknown",
+        0.0,
+        before,
+        after,
+        OUTBOUND,
+        &[("template", "unknown")],
+    );
 }
 
 /// Scenario 4 (flat out) and 6 (the soak, paced at half of scenario 4's maximum).
@@ -524,7 +737,8 @@ pub async fn mixed(ctx: &mut Ctx, soak: bool) -> anyhow::Result<Figures> {
         opts.rate = Some(rate);
         opts.duration = ctx.soak;
         opts.window = Some(Duration::from_secs(60).min(ctx.soak / 2));
-        f.notes.push(format!("paced at {rate:.0} messages/s for {:?}", ctx.soak));
+        f.notes
+            .push(format!("paced at {rate:.0} messages/s for {:?}", ctx.soak));
         match ctx.smoke_items {
             Some(n) => n,
             None => (rate * ctx.soak.as_secs_f64() * 1.02) as usize + 10,
@@ -553,34 +767,71 @@ pub async fn mixed(ctx: &mut Ctx, soak: bool) -> anyhow::Result<Figures> {
     let r = timed(&exp, items, &opts, &mut f).await?;
     stop.store(true, Ordering::Relaxed);
     let after = scrape(&exp).await?;
-    f.events = r.states.iter().filter(|s| usize::from(**s & STEPS) == steps as usize).count() as u64;
+    f.events = r
+        .states
+        .iter()
+        .filter(|s| usize::from(**s & STEPS) == steps as usize)
+        .count() as u64;
     f.http_ratio = ctx.http_ceiling.map(|c| f.req_per_s() / c);
     // A message is four write transactions (hook + three statuses) on the database.
     f.db_ratio = ctx.db_ceiling.map(|c| f.events_per_s() * 4.0 / c);
     check_flows(&mut f, &messages, &r.states, with_check, &before, &after);
     let blocked = r.states.iter().filter(|s| **s & BLOCKED != 0).count();
     if blocked > 0 {
-        f.notes.push(format!("{blocked} messages were refused by check-send and not sent"));
+        f.notes.push(format!(
+            "{blocked} messages were refused by check-send and not sent"
+        ));
     }
     let rss = sampler.await?;
     if soak {
-        let window = opts.window.unwrap_or(Duration::from_secs(60)).as_secs().max(1) as usize;
-        let rss_at = |i: usize| rss.get(i.min(rss.len().saturating_sub(1))).copied().unwrap_or(0.0);
-        let per_window: Vec<String> = (1..=r.windows.len()).map(|w| format!("{:.1}", rss_at(w * window - 1))).collect();
-        f.notes.push(format!("RSS MiB at the end of each window: {}", per_window.join(", ")));
+        let window = opts
+            .window
+            .unwrap_or(Duration::from_secs(60))
+            .as_secs()
+            .max(1) as usize;
+        let rss_at = |i: usize| {
+            rss.get(i.min(rss.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        let per_window: Vec<String> = (1..=r.windows.len())
+            .map(|w| format!("{:.1}", rss_at(w * window - 1)))
+            .collect();
+        f.notes.push(format!(
+            "RSS MiB at the end of each window: {}",
+            per_window.join(", ")
+        ));
         let p99: Vec<f64> = r.windows.iter().map(|h| Lat::of(h).p99).collect();
-        f.notes.push(format!("p99 ms per window: {}", p99.iter().map(|p| format!("{p:.1}")).collect::<Vec<_>>().join(", ")));
+        f.notes.push(format!(
+            "p99 ms per window: {}",
+            p99.iter()
+                .map(|p| format!("{p:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         // The last window may be partial: compare the first with the last full one.
         let full = p99.len().saturating_sub(1).max(1);
-        let (first, last) = (p99.first().copied().unwrap_or(0.0), p99.get(full - 1).copied().unwrap_or(0.0));
+        let (first, last) = (
+            p99.first().copied().unwrap_or(0.0),
+            p99.get(full - 1).copied().unwrap_or(0.0),
+        );
         let (start_rss, end_rss) = (rss_at(window - 1), rss_at(rss.len()));
-        f.target(format!("RSS ≤ 100 MiB (end {end_rss:.1})"), end_rss <= 100.0);
+        f.target(
+            format!("RSS ≤ 100 MiB (end {end_rss:.1})"),
+            end_rss <= 100.0,
+        );
         let growth = (end_rss - start_rss) / start_rss.max(1e-9);
         f.target(format!("RSS flat, ≤ 5% growth after the first window ({start_rss:.1} → {end_rss:.1} MiB, {:+.1}%)", growth * 100.0), growth <= 0.05);
-        f.target(format!("p99 flat (first window {first:.1} ms, last full window {last:.1} ms)"), last <= first * 1.25 + 1.0);
+        f.target(
+            format!("p99 flat (first window {first:.1} ms, last full window {last:.1} ms)"),
+            last <= first * 1.25 + 1.0,
+        );
     } else {
         ctx.s4_messages_per_s = Some(f.events_per_s());
-        f.notes.push(format!("{:.0} messages/s × {steps} requests each", f.events_per_s()));
+        f.notes.push(format!(
+            "{:.0} messages/s × {steps} requests each",
+            f.events_per_s()
+        ));
     }
     Ok(f)
 }
@@ -590,7 +841,12 @@ pub async fn mixed(ctx: &mut Ctx, soak: bool) -> anyhow::Result<Figures> {
 /// Fills the exporter until `/metrics` has at least `target` samples: one message per
 /// (template, category) pair, reported by its hook and read (so it has accepted, sent,
 /// delivered, read and cost series). Returns how many pairs it took.
-async fn fill_series(ctx: &mut Ctx, exp: &Exporter, target: usize, next_template: &mut usize) -> anyhow::Result<usize> {
+async fn fill_series(
+    ctx: &mut Ctx,
+    exp: &Exporter,
+    target: usize,
+    next_template: &mut usize,
+) -> anyhow::Result<usize> {
     let mut pairs = 0;
     loop {
         let have = scrape(exp).await?.series();
@@ -603,7 +859,10 @@ async fn fill_series(ctx: &mut Ctx, exp: &Exporter, target: usize, next_template
         let mut messages = Vec::new();
         for t in *next_template..*next_template + n_templates {
             for c in payloads::CATEGORIES {
-                let tpl = Template { name: format!("tpl_{t:05}"), category: c };
+                let tpl = Template {
+                    name: format!("tpl_{t:05}"),
+                    category: c,
+                };
                 messages.extend(ctx.messages(1, std::slice::from_ref(&tpl), &[]));
             }
         }
@@ -612,11 +871,31 @@ async fn fill_series(ctx: &mut Ctx, exp: &Exporter, target: usize, next_template
         let refs: Vec<&Message> = messages.iter().collect();
         let mut items: Vec<Item> = refs
             .chunks(500)
-            .map(|c| Item { steps: vec![Req::post_json(Kind::Hook, "/v1/events/sent", payloads::send_hooks(c))] })
+            .map(|c| Item {
+                steps: vec![Req::post_json(
+                    Kind::Hook,
+                    "/v1/events/sent",
+                    payloads::send_hooks(c),
+                )],
+            })
             .collect();
-        let reads: Vec<StatusRef> = (0..messages.len()).map(|m| StatusRef { message: m, status: Status::Read }).collect();
-        let webhooks: Vec<Item> = reads.chunks(50).map(|c| webhook_item(&messages, c)).collect();
-        let opts = RunOpts { concurrency: 4, duration: Duration::from_secs(900), rate: None, window: None, cycle: false };
+        let reads: Vec<StatusRef> = (0..messages.len())
+            .map(|m| StatusRef {
+                message: m,
+                status: Status::Read,
+            })
+            .collect();
+        let webhooks: Vec<Item> = reads
+            .chunks(50)
+            .map(|c| webhook_item(&messages, c))
+            .collect();
+        let opts = RunOpts {
+            concurrency: 4,
+            duration: Duration::from_secs(900),
+            rate: None,
+            window: None,
+            cycle: false,
+        };
         let r = runner::run(exp.addr, Arc::new(std::mem::take(&mut items)), &opts).await?;
         let r2 = runner::run(exp.addr, Arc::new(webhooks), &opts).await?;
         if r.error_count() + r2.error_count() > 0 {
@@ -635,7 +914,10 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
     let mut next_template = 0;
     let mut total_pairs = 0;
     for &target in targets {
-        let mut f = ctx.figures("5", &format!("/metrics with {}k series while ingesting", target / 1000));
+        let mut f = ctx.figures(
+            "5",
+            &format!("/metrics with {}k series while ingesting", target / 1000),
+        );
         f.event_unit = "statuses/s".into();
         let t0 = Instant::now();
         total_pairs += fill_series(ctx, &exp, target, &mut next_template).await?;
@@ -643,8 +925,18 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
         let idle = {
             let stop = Arc::new(AtomicBool::new(false));
             let s2 = stop.clone();
-            let h = tokio::spawn(runner::repeat(exp.addr, Req::get(Kind::Metrics, "/metrics"), Duration::from_millis(50), s2));
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let h = tokio::spawn(runner::repeat(
+                exp.addr,
+                Req::get(Kind::Metrics, "/metrics"),
+                Duration::from_millis(50),
+                s2,
+            ));
+            tokio::time::sleep(Duration::from_millis(if ctx.smoke_items.is_some() {
+                200
+            } else {
+                1500
+            }))
+            .await;
             stop.store(true, Ordering::Relaxed);
             h.await??
         };
@@ -663,11 +955,20 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
         let n_messages = n_items.div_ceil(2).max(1);
         let messages = ctx.messages(n_messages, &templates, &[]);
         let stream = status_stream(&mut ctx.rng, n_messages, false, 0.0);
-        let metas: Vec<Vec<StatusRef>> = stream.chunks(1).take(n_items).map(<[StatusRef]>::to_vec).collect();
+        let metas: Vec<Vec<StatusRef>> = stream
+            .chunks(1)
+            .take(n_items)
+            .map(<[StatusRef]>::to_vec)
+            .collect();
         let items: Vec<Item> = metas.iter().map(|m| webhook_item(&messages, m)).collect();
         let before = scrape(&exp).await?;
         let stop = Arc::new(AtomicBool::new(false));
-        let scraper = tokio::spawn(runner::repeat(exp.addr, Req::get(Kind::Metrics, "/metrics"), Duration::from_millis(200), stop.clone()));
+        let scraper = tokio::spawn(runner::repeat(
+            exp.addr,
+            Req::get(Kind::Metrics, "/metrics"),
+            Duration::from_millis(200),
+            stop.clone(),
+        ));
         let r = timed(&exp, items, &ctx.run_opts(), &mut f).await?;
         stop.store(true, Ordering::Relaxed);
         let scrapes = scraper.await??;
@@ -677,8 +978,18 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
         let under = Lat::of(&scrapes.hist);
         let idle_lat = Lat::of(&idle.hist);
         let size = scrapes.sizes.iter().max().copied().unwrap_or(0);
-        f.lat_by_kind.push((format!("scrape idle ({} scrapes)", idle.hist.len()), idle_lat));
-        f.lat_by_kind.push((format!("scrape under ingest ({} scrapes, {:.1} MiB)", scrapes.hist.len(), size as f64 / 1_048_576.0), under));
+        f.lat_by_kind.push((
+            format!("scrape idle ({} scrapes)", idle.hist.len()),
+            idle_lat,
+        ));
+        f.lat_by_kind.push((
+            format!(
+                "scrape under ingest ({} scrapes, {:.1} MiB)",
+                scrapes.hist.len(),
+                size as f64 / 1_048_576.0
+            ),
+            under,
+        ));
         if scrapes.errors > 0 {
             f.notes.push(format!("{} scrapes failed", scrapes.errors));
         }
@@ -690,8 +1001,20 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
         }
         settle_and_check(&exp, &mut f, &before, &messages, &templates, &expect).await?;
         if target >= 100_000 {
-            f.target(format!("a 100k-series scrape ≤ 150 ms (max under ingest {:.1} ms, idle max {:.1} ms)", under.max, idle_lat.max), under.max <= 150.0);
-            f.target(format!("ingestion not stalled (ingest max latency {:.1} ms while scraping)", f.lat.max), f.lat.max <= 150.0);
+            f.target(
+                format!(
+                    "a 100k-series scrape ≤ 150 ms (max under ingest {:.1} ms, idle max {:.1} ms)",
+                    under.max, idle_lat.max
+                ),
+                under.max <= 150.0,
+            );
+            f.target(
+                format!(
+                    "ingestion not stalled (ingest max latency {:.1} ms while scraping)",
+                    f.lat.max
+                ),
+                f.lat.max <= 150.0,
+            );
         }
         out.push(f);
     }
@@ -706,14 +1029,20 @@ pub async fn http_ceiling(ctx: &mut Ctx) -> anyhow::Result<Figures> {
     let mut f = ctx.figures("C1", "HTTP ceiling: GET /healthz");
     f.event_unit = "req/s".into();
     let exp = Exporter::start(&ctx.exporter).await?;
-    let items = vec![Item { steps: vec![Req::get(Kind::Health, "/healthz")] }];
+    let items = vec![Item {
+        steps: vec![Req::get(Kind::Health, "/healthz")],
+    }];
     let mut opts = ctx.run_opts();
     opts.cycle = true;
-    opts.duration = if ctx.smoke_items.is_some() { Duration::from_secs(1) } else { ctx.duration };
+    opts.duration = if ctx.smoke_items.is_some() {
+        Duration::from_millis(300)
+    } else {
+        ctx.duration
+    };
     timed(&exp, items, &opts, &mut f).await?;
     f.events = f.requests;
     ctx.http_ceiling = Some(f.req_per_s());
-    if ctx.backend() == Backend::Postgres {
+    if ctx.backend() == Backend::Postgres && ctx.smoke_items.is_none() {
         match pgbench(ctx, &exp) {
             Ok((tps, lat_ms)) => {
                 f.notes.push(format!(
@@ -761,24 +1090,47 @@ fn pgbench_bin() -> PathBuf {
     }
     std::fs::read_dir("/usr/lib/postgresql")
         .ok()
-        .and_then(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin/pgbench")).find(|p| p.exists()))
+        .and_then(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path().join("bin/pgbench"))
+                .find(|p| p.exists())
+        })
         .unwrap_or_else(|| PathBuf::from("pgbench"))
 }
 
 fn pgbench(ctx: &Ctx, exp: &Exporter) -> anyhow::Result<(f64, f64)> {
     let script = ctx.exporter.work_dir.join("pgbench_status_event.sql");
     std::fs::write(&script, pgbench_script())?;
-    let secs = if ctx.smoke_items.is_some() { 1 } else { ctx.duration.as_secs().max(1) };
+    let secs = if ctx.smoke_items.is_some() {
+        1
+    } else {
+        ctx.duration.as_secs().max(1)
+    };
     let clients = pgbench_clients(ctx);
     let out = Command::new(pgbench_bin())
-        .args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "2", "-T", &secs.to_string(), "-f"])
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &secs.to_string(),
+            "-f",
+        ])
         .arg(&script)
         .arg(&exp.database_url)
         .output()
         .context("running pgbench")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pgbench failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let num_after = |key: &str| -> Option<f64> {
         text.lines()

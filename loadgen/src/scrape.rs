@@ -92,8 +92,14 @@ mod tests {
              messaging_outbound_messages_total{provider=\"meta\",status=\"read\",template=\"a\"} 1\n\
              # EOF\n",
         );
-        assert_eq!(s.sum("messaging_outbound_messages_total", &[("status", "sent")]), 7.0);
-        assert_eq!(s.sum("messaging_outbound_messages_total", &[("template", "b\"q")]), 4.0);
+        assert_eq!(
+            s.sum("messaging_outbound_messages_total", &[("status", "sent")]),
+            7.0
+        );
+        assert_eq!(
+            s.sum("messaging_outbound_messages_total", &[("template", "b\"q")]),
+            4.0
+        );
         assert_eq!(s.series(), 3);
     }
 }

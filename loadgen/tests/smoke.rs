@@ -16,17 +16,17 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds the exporter (a no-op when `cargo test --workspace` already did) and returns
-/// the path of its binary.
+/// Builds the exporter and returns the path of its binary. `--workspace --all-targets`
+/// resolves features exactly as `cargo test --workspace` does, so under
+/// `scripts/test.sh` this is a no-op; building the exporter alone (`-p`) would unify
+/// features differently and compile the whole dependency tree a second time.
 fn exporter_binary() -> PathBuf {
     let out = Command::new(env!("CARGO"))
         .args([
             "build",
             "--locked",
-            "-p",
-            "messaging-exporter",
-            "--bin",
-            "messaging-exporter",
+            "--workspace",
+            "--all-targets",
             "--message-format=json-render-diagnostics",
         ])
         .current_dir(workspace_root())
@@ -40,7 +40,7 @@ fn exporter_binary() -> PathBuf {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"]["name"] == "messaging-exporter")
+        .filter(|v| v["target"]["name"] == "messaging-exporter" && v["target"]["kind"][0] == "bin")
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .expect("cargo reported the exporter's executable")
 }
@@ -84,18 +84,31 @@ fn smoke_every_scenario_counts_exactly_what_was_sent() {
             .filter(|f| f.backend == backend)
             .map(|f| f.id.as_str())
             .collect();
-        assert_eq!(ran, ["C1", "1a", "1b", "2", "3a", "3b", "4", "5"], "{backend}");
+        assert_eq!(
+            ran,
+            ["C1", "1a", "1b", "2", "3a", "3b", "4", "5"],
+            "{backend}"
+        );
     }
     for f in &figs {
         if let Some(why) = &f.unavailable {
             // Only check-send may be missing from a build, and it must say so.
-            assert!(f.id.starts_with('3') && why.contains("check-send"), "{}: {why}", f.id);
+            assert!(
+                f.id.starts_with('3') && why.contains("check-send"),
+                "{}: {why}",
+                f.id
+            );
             continue;
         }
         assert!(f.requests > 0, "{} {} sent nothing", f.id, f.backend);
         assert_eq!(f.errors, 0, "{} {}: {:?}", f.id, f.backend, f.error_detail);
         if f.id != "C1" {
-            assert!(!f.checks.is_empty(), "{} {} checked no counter", f.id, f.backend);
+            assert!(
+                !f.checks.is_empty(),
+                "{} {} checked no counter",
+                f.id,
+                f.backend
+            );
         }
         for c in &f.checks {
             assert!(
