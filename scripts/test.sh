@@ -35,4 +35,4 @@ if ! command -v st >/dev/null 2>&1; then
 fi
 
 log "cargo test"
-cargo test --locked "$@"
+cargo test --locked --workspace "$@"
