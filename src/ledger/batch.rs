@@ -14,7 +14,7 @@ use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
 use crate::store::reservations::{self, ReservationStatus, Settlement};
-use crate::store::{inbound, messages, sessions, Backend};
+use crate::store::{inbound, messages, sessions};
 
 type MessageKey = (Provider, String);
 
@@ -33,7 +33,6 @@ struct Rows {
 }
 
 pub(super) struct Context<'a> {
-    pub backend: Backend,
     pub now: i64,
     pub grace_ms: i64,
     pub settings: &'a Settings,
@@ -88,7 +87,7 @@ async fn load(
     keys.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
     keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     let messages: HashMap<MessageKey, MessageState> =
-        messages::lock_or_create_many(conn, cx.backend, &keys, cx.now)
+        messages::lock_or_create_many(conn, &keys, cx.now)
             .await?
             .into_iter()
             .map(|m| ((m.provider, m.message_id.clone()), m))

@@ -147,7 +147,6 @@ impl Inner {
             attempt += 1;
             let settings = self.settings.get();
             let cx = batch::Context {
-                backend: self.db.backend(),
                 now: self.clock.now_ms(),
                 grace_ms: self.grace_ms,
                 settings: &settings,
