@@ -16,7 +16,7 @@ use crate::http::{self, AppState};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::settings_cache::SettingsCache;
-use crate::store::{self, Db, DbOptions};
+use crate::store::{self, Backend, Db, DbOptions};
 
 pub struct App {
     pub state: AppState,
@@ -36,7 +36,19 @@ impl App {
             .context("loading settings")?;
         let settings = Arc::new(SettingsCache::new(settings));
         let grace_ms = i64::try_from(config.grace().as_millis()).unwrap_or(i64::MAX);
-        let ledger = Ledger::new(db.clone(), settings.clone(), clock.clone(), grace_ms);
+        let writers = match (config.db_writers, db.backend()) {
+            // SQLite allows one writer at a time: more would only queue on its lock.
+            (_, Backend::Sqlite) => 1,
+            (Some(n), _) => n.max(1),
+            (None, backend) => crate::ledger::default_writers(backend),
+        };
+        let ledger = Ledger::new(
+            db.clone(),
+            settings.clone(),
+            clock.clone(),
+            grace_ms,
+            writers,
+        );
         let metrics = Arc::new(Metrics::new(config.max_label_values));
         metrics.set_ready(true);
         let state = AppState {

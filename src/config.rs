@@ -86,6 +86,10 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: usize,
 
+    /// Concurrent write transactions (group-commit writers) on Postgres; SQLite uses one.
+    #[arg(long, env = "DB_WRITERS")]
+    pub db_writers: Option<usize>,
+
     /// Database connections per process.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,

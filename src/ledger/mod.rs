@@ -57,7 +57,7 @@ impl From<sqlx::Error> for StoreError {
 
 /// Writers per process. SQLite has one writer at a time anyway; on Postgres a few
 /// batches in flight keep the connection pool busy while one waits for its fsync.
-fn writers_for(backend: Backend) -> usize {
+pub fn default_writers(backend: Backend) -> usize {
     match backend {
         Backend::Sqlite => 1,
         Backend::Postgres => 4,
@@ -66,8 +66,13 @@ fn writers_for(backend: Backend) -> usize {
 
 impl Ledger {
     /// Starts the writer tasks (needs a Tokio runtime).
-    pub fn new(db: Db, settings: Arc<SettingsCache>, clock: SharedClock, grace_ms: i64) -> Self {
-        let writers = writers_for(db.backend());
+    pub fn new(
+        db: Db,
+        settings: Arc<SettingsCache>,
+        clock: SharedClock,
+        grace_ms: i64,
+        writers: usize,
+    ) -> Self {
         let inner = Arc::new(Inner {
             db,
             settings,

@@ -374,6 +374,17 @@ async fn retention_purges_only_rows_past_it(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(deleted, 3, "the old inbound, outbound and session rows");
+    // The live window survives the purge.
+    let (last_inbound, users, _) = sqlx_row(&db.url, "919876543210").await;
+    assert_eq!((last_inbound / 1000, users), (app.now_ms() / 1000, 1));
+    let check = serde_json::json!({"phone": "919876543210", "is_template": false});
+    let reply: serde_json::Value = app
+        .post_json("/v1/check-send", &check)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["session"]["is_active"], true, "{reply}");
     // The purged inbound message is outside Meta's 7-day redelivery window; the new one stays deduped.
     app.post_meta(&meta_inbound(
         "wamid.new",
