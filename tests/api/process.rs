@@ -155,14 +155,15 @@ async fn deliver(
     Ok(())
 }
 
-/// Statuses the database says were counted, per status name.
+/// Statuses the database says were counted for the stream's messages, per status name.
 async fn counted_in_db(url: &str) -> [f64; 4] {
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
-    let rows = sqlx::query("SELECT counted_mask FROM outbound_messages")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let rows =
+        sqlx::query("SELECT counted_mask FROM outbound_messages WHERE message_id LIKE 'wamid.k%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
     let mut out = [0.0; 4];
     for r in rows {
         let mask: i64 = r.get(0);
@@ -175,6 +176,29 @@ async fn counted_in_db(url: &str) -> [f64; 4] {
     out
 }
 
+async fn wait_for_no_other_sessions(url: &str) {
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+        .get(0);
+        if n == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed exporter's sessions did not go away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_then_restart_counts_every_event_exactly_once() {
     let db = TestDb::new(Backend::Postgres).await;
@@ -182,6 +206,43 @@ async fn sigkill_mid_stream_then_restart_counts_every_event_exactly_once() {
     let reqs = stream(150);
     let first = Exporter::start(&db.url, &dir, &[]).await;
     let (client, base) = (first.client.clone(), first.url(""));
+    // State the bot relies on, taken before the kill: a window, a cooldown, a reservation.
+    let now = chrono::Utc::now().timestamp_millis();
+    deliver(
+        &client,
+        &base,
+        &[
+            (
+                "/webhooks/meta",
+                meta_inbound("wamid.state-in", "919800000001", now / 1000),
+            ),
+            (
+                "/v1/events/sent",
+                serde_json::to_vec(&template_hook(
+                    "wamid.state-out",
+                    "919800000002",
+                    "promo",
+                    "marketing",
+                    now,
+                ))
+                .unwrap(),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let reserve = serde_json::json!({"phone": "919800000003", "is_template": true, "template_name": "promo",
+        "template_category": "marketing", "reserve": true});
+    let taken: serde_json::Value = client
+        .post(format!("{base}/v1/check-send"))
+        .json(&reserve)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(taken["can_send"], true, "{taken}");
     let (a, b) = reqs.split_at(reqs.len() / 2);
     let (a, b) = (a.to_vec(), b.to_vec());
     let senders = [a, b].map(|part| {
@@ -195,6 +256,9 @@ async fn sigkill_mid_stream_then_restart_counts_every_event_exactly_once() {
         let _ = s.await.unwrap();
     }
     drop(first);
+    // A COMMIT the killed process sent just before dying may still be finishing: read
+    // what was counted only once its database sessions are gone.
+    wait_for_no_other_sessions(&db.url).await;
 
     let before = counted_in_db(&db.url).await;
     assert!(
@@ -202,6 +266,36 @@ async fn sigkill_mid_stream_then_restart_counts_every_event_exactly_once() {
         "the kill landed mid-stream: {before:?}"
     );
     let second = Exporter::start(&db.url, &dir, &[]).await;
+    let check = |phone: &str| {
+        let body = serde_json::json!({"phone": phone, "is_template": true, "template_name": "promo", "template_category": "marketing"});
+        let req = second
+            .client
+            .post(second.url("/v1/check-send"))
+            .json(&body)
+            .send();
+        async move {
+            req.await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        check("919800000001").await["session"]["is_active"],
+        true,
+        "the window survived"
+    );
+    assert_eq!(
+        check("919800000002").await["blocked_reason"],
+        "rate_limited",
+        "the cooldown survived"
+    );
+    assert_eq!(
+        check("919800000003").await["blocked_reason"],
+        "rate_limited",
+        "the reservation survived"
+    );
     deliver(&second.client, &second.url(""), &reqs)
         .await
         .expect("every request stored after the restart");
