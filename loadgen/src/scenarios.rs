@@ -417,29 +417,30 @@ pub async fn ingest(ctx: &mut Ctx, shuffled: bool, per_post: usize) -> anyhow::R
         .sum();
     ratios(ctx, &mut f);
     settle_and_check(&exp, &mut f, &before, &messages, &templates, &expect).await?;
-    let p99_ok = f.lat.p99 <= 25.0;
     match per_post {
         1 => {
+            // Issue 5: ≥ 15,000/s on Postgres, ≥ 5,000/s on SQLite (the embedded default).
+            let floor = match ctx.backend() {
+                Backend::Postgres => 15_000.0,
+                Backend::Sqlite => 5_000.0,
+            };
             f.target(
                 format!(
-                    "≥ 15,000 webhooks/s (measured {:.0}, {:.1}% of it)",
+                    "{} ≥ {floor:.0} webhooks/s (measured {:.0}, {:.0}% of it)",
+                    ctx.backend().as_str(),
                     f.req_per_s(),
-                    f.req_per_s() / 150.0
+                    f.req_per_s() / floor * 100.0
                 ),
-                f.req_per_s() >= 15_000.0 && ctx.backend() == Backend::Postgres,
+                f.req_per_s() >= floor,
             );
-            f.target(format!("p99 ≤ 25 ms (measured {:.2})", f.lat.p99), p99_ok);
+            f.target(
+                format!("p99 ≤ 25 ms (measured {:.2})", f.lat.p99),
+                f.lat.p99 <= 25.0,
+            );
             if let Some(r) = f.http_ratio {
                 f.target(
                     format!("≥ 40% of the HTTP ceiling (measured {:.1}%)", r * 100.0),
                     r >= 0.40,
-                );
-            }
-            if ctx.backend() == Backend::Sqlite {
-                f.targets.retain(|(t, _)| !t.starts_with("≥ 15,000"));
-                f.target(
-                    format!("SQLite ≥ 5,000 webhooks/s (measured {:.0})", f.req_per_s()),
-                    f.req_per_s() >= 5_000.0,
                 );
             }
         }
@@ -912,7 +913,6 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
     opts.max_label_values = opts.max_label_values.max(50_000);
     let exp = Exporter::start(&opts).await?;
     let mut next_template = 0;
-    let mut total_pairs = 0;
     for &target in targets {
         let mut f = ctx.figures(
             "5",
@@ -920,7 +920,7 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
         );
         f.event_unit = "statuses/s".into();
         let t0 = Instant::now();
-        total_pairs += fill_series(ctx, &exp, target, &mut next_template).await?;
+        fill_series(ctx, &exp, target, &mut next_template).await?;
         let fill_secs = t0.elapsed().as_secs_f64();
         let idle = {
             let stop = Arc::new(AtomicBool::new(false));
@@ -948,7 +948,6 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
             next_template,
             payloads::CATEGORIES.len(),
         ));
-        let _ = total_pairs;
         // Ingest like scenario 1a while a scraper scrapes back to back (200 ms apart).
         let templates = payloads::catalogue();
         let n_items = ctx.item_budget(1.0);

@@ -40,7 +40,12 @@ fn exporter_binary() -> PathBuf {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"]["name"] == "messaging-exporter" && v["target"]["kind"][0] == "bin")
+        // The bin target is also built as a unit-test harness: take the real one.
+        .filter(|v| {
+            v["target"]["name"] == "messaging-exporter"
+                && v["target"]["kind"][0] == "bin"
+                && v["profile"]["test"] == false
+        })
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .expect("cargo reported the exporter's executable")
 }
