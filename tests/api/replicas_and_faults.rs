@@ -63,35 +63,38 @@ fn traffic() -> Vec<Req> {
 
 /// Sends requests eight at a time, as a provider's concurrent deliveries would arrive.
 async fn send_concurrently(app: &TestApp, reqs: Vec<Req>) -> Vec<u16> {
-    let mut codes = Vec::new();
-    for chunk in reqs.chunks(8) {
+    send_timed(app, reqs, 8)
+        .await
+        .into_iter()
+        .map(|(code, _)| code)
+        .collect()
+}
+
+/// Sends requests `width` at a time; each reply's status and how long it took.
+async fn send_timed(app: &TestApp, reqs: Vec<Req>, width: usize) -> Vec<(u16, Duration)> {
+    let mut out = Vec::new();
+    for chunk in reqs.chunks(width) {
         let mut tasks = tokio::task::JoinSet::new();
         for r in chunk.iter().cloned() {
             let (client, base) = (app.client.clone(), app.url(""));
             tasks.spawn(async move {
-                let resp = match r {
-                    Req::Hook(v) => {
-                        client
-                            .post(format!("{base}/v1/events/sent"))
-                            .json(&v)
-                            .send()
-                            .await
-                    }
-                    Req::Meta(b) => {
-                        client
-                            .post(format!("{base}/webhooks/meta"))
-                            .header("content-type", "application/json")
-                            .body(b)
-                            .send()
-                            .await
-                    }
+                let started = std::time::Instant::now();
+                let req = match r {
+                    Req::Hook(v) => client.post(format!("{base}/v1/events/sent")).json(&v),
+                    Req::Meta(b) => client
+                        .post(format!("{base}/webhooks/meta"))
+                        .header("content-type", "application/json")
+                        .body(b),
                 };
-                resp.unwrap().status().as_u16()
+                (
+                    req.send().await.unwrap().status().as_u16(),
+                    started.elapsed(),
+                )
             });
         }
-        codes.extend(tasks.join_all().await);
+        out.extend(tasks.join_all().await);
     }
-    codes
+    out
 }
 
 fn expect_totals(s: &Scrape) {
@@ -263,32 +266,7 @@ async fn a_hanging_database_gives_503_within_the_timeout_and_the_pool_recovers()
     )
     .await
     .unwrap();
-    let mut tasks = tokio::task::JoinSet::new();
-    for r in reqs[..16].iter().cloned() {
-        let (client, base) = (app.client.clone(), app.url(""));
-        tasks.spawn(async move {
-            let started = std::time::Instant::now();
-            let resp = match r {
-                Req::Hook(v) => {
-                    client
-                        .post(format!("{base}/v1/events/sent"))
-                        .json(&v)
-                        .send()
-                        .await
-                }
-                Req::Meta(b) => {
-                    client
-                        .post(format!("{base}/webhooks/meta"))
-                        .header("content-type", "application/json")
-                        .body(b)
-                        .send()
-                        .await
-                }
-            };
-            (resp.unwrap().status().as_u16(), started.elapsed())
-        });
-    }
-    let results = tasks.join_all().await;
+    let results = send_timed(&app, reqs[..16].to_vec(), 16).await;
     assert!(results.iter().all(|(c, _)| *c == 503), "{results:?}");
     // Each request waits at most for a connection and a statement (1 s each here), twice
     // if its writer was already waiting on an earlier batch; never for the lock itself.
