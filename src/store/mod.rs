@@ -88,6 +88,10 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite { opts.max_connections.min(8) } else { opts.max_connections })
             .acquire_timeout(opts.timeout)
+            // No ping before every use: it doubled the round trips of a pre-send check.
+            // A connection that died meanwhile fails its one statement (503, retried by
+            // the caller) and is dropped from the pool.
+            .test_before_acquire(false)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     let setup = match backend {

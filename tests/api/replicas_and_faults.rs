@@ -243,9 +243,20 @@ async fn database_down_means_503_and_the_providers_retries_count_exactly_once() 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The providers retry what got 503, then the stream goes on, some of it twice.
+    // The providers retry what got 503, then the stream goes on, some of it twice. A
+    // pooled connection that died in the outage fails its first use once (503); a
+    // provider retries that too. Past the pool's size, nothing is refused any more.
+    let mut refused_after = 0;
     for r in refused.iter().chain(rest).chain(first.iter().take(10)) {
-        assert!(matches!(send(&app, r).await, 200 | 202));
+        loop {
+            match send(&app, r).await {
+                200 | 202 => break,
+                503 if refused_after < 5 => refused_after += 1,
+                other => {
+                    panic!("{other} after the database came back ({refused_after} 503s so far)")
+                }
+            }
+        }
     }
     expect_totals(&app.scrape().await);
 }
