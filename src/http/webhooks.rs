@@ -93,7 +93,7 @@ async fn meta_events(
     let events = parse_meta(&state, &headers, body)
         .await
         .inspect_err(|e| rejected(&state, Provider::Meta, e))?;
-    store_and_count(&state, &events).await?;
+    store_and_count(&state, events).await?;
     Ok(StatusCode::OK)
 }
 
@@ -187,7 +187,7 @@ async fn twilio_callback(
     let event = parse_twilio(&state, suffix, &headers, body)
         .await
         .inspect_err(|e| rejected(&state, Provider::Twilio, e))?;
-    store_and_count(&state, std::slice::from_ref(&event)).await?;
+    store_and_count(&state, vec![event]).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
         EMPTY_TWIML,
@@ -226,7 +226,7 @@ async fn parse_twilio(
 
 /// Stores events in one transaction, then counts what the commit made countable. On a
 /// database error nothing is counted and the provider gets 503, so its retry counts once.
-async fn store_and_count(state: &AppState, events: &[Event]) -> Result<()> {
+async fn store_and_count(state: &AppState, events: Vec<Event>) -> Result<()> {
     let (tally, _) = state.ledger.record(events).await?;
     state.metrics.record(&tally);
     Ok(())

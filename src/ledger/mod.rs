@@ -84,10 +84,11 @@ impl Ledger {
     }
 
     /// Records one request's events and returns what to count, once its batch is durable.
-    pub async fn record(&self, events: &[Event]) -> Result<(Tally, HookCounts), StoreError> {
+    /// Takes the events by value: they travel to the writer task without a copy.
+    pub async fn record(&self, events: Vec<Event>) -> Result<(Tally, HookCounts), StoreError> {
         if events.iter().all(|e| matches!(e, Event::Ignored(_))) {
             let mut tally = Tally::default();
-            for e in events {
+            for e in &events {
                 if let Event::Ignored(p) = e {
                     tally.outcome(*p, Outcome::Ignored);
                 }
@@ -95,10 +96,7 @@ impl Ledger {
             return Ok((tally, HookCounts::default()));
         }
         let (reply, answer) = oneshot::channel();
-        let job = writer::Job {
-            events: events.to_vec(),
-            reply,
-        };
+        let job = writer::Job { events, reply };
         let closed = || StoreError::from(sqlx::Error::PoolClosed);
         self.queue.send(job).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
