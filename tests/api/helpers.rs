@@ -15,6 +15,17 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, JoinHandle};
 
+/// The keys every `POST /v1/check-send` reply has (CONTRACT §3).
+pub const CHECK_SEND_KEYS: [&str; 7] = [
+    "phone",
+    "can_send",
+    "blocked_reason",
+    "session",
+    "rate_limit",
+    "cost",
+    "reservation",
+];
+
 /// Fixture time origin: 2025-09-23T10:00:00Z (see shared/fixtures/README.md).
 pub const T0_MS: i64 = 1_758_621_600_000;
 
@@ -195,6 +206,10 @@ impl TestApp {
         if let Some(h) = self.handle.take() {
             h.await.unwrap().unwrap();
         }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
     }
 
     pub async fn post_meta(&self, body: &[u8]) -> reqwest::Response {

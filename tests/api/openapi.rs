@@ -42,12 +42,7 @@ fn concrete(path: &str) -> String {
 async fn the_document_lists_every_route_the_router_serves() {
     let db = TestDb::new(Backend::Sqlite).await;
     let app = TestApp::spawn(&db).await;
-    let resp = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get("/openapi.json").await;
     assert_eq!(resp.status(), 200);
     let served: Value = resp.json().await.unwrap();
     assert!(served["openapi"].as_str().unwrap().starts_with("3."));
@@ -90,7 +85,7 @@ async fn the_document_lists_every_route_the_router_serves() {
         );
     }
     // And a route that is not documented is not served.
-    let resp = app.client.get(app.url("/v1/nothing")).send().await.unwrap();
+    let resp = app.get("/v1/nothing").await;
     assert_eq!(resp.status(), 404);
 }
 
@@ -133,18 +128,7 @@ fn v1_operations_and_only_they_need_the_api_key() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(
-        required,
-        BTreeSet::from([
-            "phone",
-            "can_send",
-            "blocked_reason",
-            "session",
-            "rate_limit",
-            "cost",
-            "reservation"
-        ])
-    );
+    assert_eq!(required, BTreeSet::from(crate::helpers::CHECK_SEND_KEYS));
     for name in [
         "CheckSendRequest",
         "CheckSendReply",

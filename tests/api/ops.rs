@@ -180,15 +180,7 @@ async fn v1_routes_need_the_api_key_when_one_is_set_and_webhooks_do_not() {
         header.json::<serde_json::Value>().await.unwrap()["duplicates"],
         1
     );
-    assert_eq!(
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/metrics").await.status(), 200);
 }
 
 #[test]

@@ -134,18 +134,7 @@ async fn window_opens_extends_and_expires(backend: Backend) {
         .keys()
         .map(|k| k.as_str())
         .collect();
-    assert_eq!(
-        keys,
-        BTreeSet::from([
-            "phone",
-            "can_send",
-            "blocked_reason",
-            "session",
-            "rate_limit",
-            "cost",
-            "reservation"
-        ])
-    );
+    assert_eq!(keys, BTreeSet::from(crate::helpers::CHECK_SEND_KEYS));
     // Templates are never blocked by the window.
     assert_eq!(
         check(&app, template(OPEN, "marketing")).await["can_send"],

@@ -206,7 +206,7 @@ async fn database_down_means_503_and_the_providers_retries_count_exactly_once() 
         started.elapsed() < Duration::from_secs(12 * 3),
         "each 503 comes within the database timeout"
     );
-    let resp = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let resp = app.get("/readyz").await;
     assert_eq!(resp.status(), 503);
     let body: serde_json::Value = app
         .post_json(
@@ -228,15 +228,7 @@ async fn database_down_means_503_and_the_providers_retries_count_exactly_once() 
     proxy.up();
     // Service resumes within 5 s of the database coming back, without a restart.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        != 200
-    {
+    while app.get("/readyz").await.status() != 200 {
         assert!(
             std::time::Instant::now() < deadline,
             "service did not resume after the database came back"

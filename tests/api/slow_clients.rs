@@ -69,7 +69,7 @@ async fn a_body_that_never_arrives_gets_408_and_the_cap_sheds_the_excess_with_50
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Both permits are held by stalled bodies: the next request is shed, not queued.
-    let shed = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let shed = app.get("/healthz").await;
     assert_eq!(shed.status(), 503);
     assert_eq!(shed.headers()["retry-after"], "1");
     for c in &mut stalled {
@@ -78,15 +78,7 @@ async fn a_body_that_never_arrives_gets_408_and_the_cap_sheds_the_excess_with_50
             .expect("the stalled request was answered");
         assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     }
-    assert_eq!(
-        app.client
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
     let s = app.scrape().await;
     assert_eq!(s.sum("messaging_outbound_messages_total", &[]), 0.0);
 }

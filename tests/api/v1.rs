@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::helpers::{meta_inbound, TestApp};
 
 pub async fn get(app: &TestApp, path: &str) -> (u16, Value) {
-    let resp = app.client.get(app.url(path)).send().await.unwrap();
+    let resp = app.get(path).await;
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
