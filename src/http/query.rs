@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -86,6 +86,18 @@ impl SessionInfo {
     }
 }
 
+/// `page` and `limit` of the paginated lists, as documented; parsed by `paging`, which
+/// names the field in a 422.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct PageParams {
+    /// From 1 (default 1)
+    page: Option<i64>,
+    /// 1 to 500 (default 50)
+    limit: Option<i64>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct SessionPage {
     pub sessions: Vec<SessionInfo>,
@@ -97,10 +109,7 @@ pub struct SessionPage {
     get,
     path = "/v1/sessions",
     tag = "queries",
-    params(
-        ("page" = Option<i64>, Query, description = "From 1 (default 1)"),
-        ("limit" = Option<i64>, Query, description = "1 to 500 (default 50)"),
-    ),
+    params(PageParams),
     responses(
         (status = 200, body = SessionPage),
         (status = 401, body = ErrorBody),
@@ -332,10 +341,7 @@ pub struct ErrorPage {
     get,
     path = "/v1/errors",
     tag = "queries",
-    params(
-        ("page" = Option<i64>, Query, description = "From 1 (default 1)"),
-        ("limit" = Option<i64>, Query, description = "1 to 500 (default 50)"),
-    ),
+    params(PageParams),
     responses(
         (status = 200, body = ErrorPage),
         (status = 401, body = ErrorBody),
