@@ -275,6 +275,11 @@ async fn response_latency_runs_from_the_question_to_the_next_answer(backend: Bac
         ),
         2.0
     );
+    // The phone's window is open (the question came ~3 h before the clock): one active session.
+    app.wait_for("the active-session gauge to refresh", |s| {
+        s.sum("messaging_sessions_active", &[]) == 1.0
+    })
+    .await;
 }
 
 async fn label_values_past_the_limit_become_other(backend: Backend) {

@@ -439,3 +439,35 @@ async fn logs_never_contain_secrets_or_full_phone_numbers() {
         "a full phone number in the logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_json_object_per_line() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempdir::Dir::new();
+    let e = Exporter::start(&db.url, &dir, &["--log-format", "json"]).await;
+    // A refused webhook is one of the events that log at warn.
+    let resp = e
+        .client
+        .post(e.url("/webhooks/meta"))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    e.signal("-TERM");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let logs = e.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|err| panic!("not JSON ({err}): {l}")))
+        .collect();
+    let has = |level: &str, text: &str| {
+        lines
+            .iter()
+            .any(|l| l["level"] == level && l["message"].as_str().is_some_and(|m| m.contains(text)))
+    };
+    assert!(has("INFO", "listening on"), "{logs}");
+    assert!(has("WARN", "webhook rejected"), "{logs}");
+}
