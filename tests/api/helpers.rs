@@ -253,16 +253,7 @@ impl TestApp {
     }
 
     pub async fn scrape(&self) -> Scrape {
-        let text = self
-            .client
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        Scrape::parse(&text)
+        Scrape::fetch(&self.client, &self.url("/metrics")).await
     }
 
     /// Polls `/metrics` until `pred` holds (background work such as the grace sweep).
@@ -305,6 +296,11 @@ pub struct Scrape {
 }
 
 impl Scrape {
+    /// Scrapes a `/metrics` URL.
+    pub async fn fetch(client: &reqwest::Client, url: &str) -> Self {
+        Self::parse(&client.get(url).send().await.unwrap().text().await.unwrap())
+    }
+
     pub fn parse(text: &str) -> Self {
         let mut series = BTreeMap::new();
         for line in text

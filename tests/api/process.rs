@@ -88,17 +88,7 @@ impl Exporter {
     }
 
     async fn scrape(&self) -> Scrape {
-        Scrape::parse(
-            &self
-                .client
-                .get(self.url("/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        )
+        Scrape::fetch(&self.client, &self.url("/metrics")).await
     }
 }
 
