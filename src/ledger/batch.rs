@@ -95,14 +95,26 @@ async fn load(
 
     let mut sessions = HashMap::new();
     if cx.settings.session_tracking_enabled {
+        // An outbound message touches its session once, when it is first linked: later
+        // statuses leave the session row alone, so it is neither locked nor rewritten.
+        let unlinked = |provider: Provider, id: &str| {
+            messages
+                .get(&(provider, id.to_owned()))
+                .is_some_and(|m| !m.observed.has(Observed::SESSION))
+        };
         let mut phones: Vec<&str> = events()
             .filter_map(|e| match e {
-                Event::Status(s) => s.phone.as_ref(),
-                Event::Sent(h) => Some(&h.phone),
+                Event::Status(s) if unlinked(s.provider, &s.message_id) => s.phone.as_ref(),
+                Event::Sent(h) if unlinked(h.provider, &h.message_id) => Some(&h.phone),
                 Event::Inbound(m) => m.phone.as_ref(),
                 _ => None,
             })
-            .chain(messages.values().filter_map(|m| m.phone.as_ref()))
+            .chain(
+                messages
+                    .values()
+                    .filter(|m| !m.observed.has(Observed::SESSION))
+                    .filter_map(|m| m.phone.as_ref()),
+            )
             .map(|p| p.as_str())
             .collect();
         phones.sort_unstable();
