@@ -75,6 +75,22 @@ pub enum ParseError {
     Invalid { field: String, message: String },
 }
 
+/// Deserialises JSON the fast way; only a body that fails is read again with path
+/// tracking, so that its error names the field without every valid body paying for it.
+pub fn parse_json<'de, T: serde::Deserialize<'de>>(
+    bytes: &'de [u8],
+    prefix: &str,
+) -> Result<T, ParseError> {
+    serde_json::from_slice(bytes).or_else(|_| {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let value = serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| ParseError::from_json(e, prefix))?;
+        de.end()
+            .map_err(|e| ParseError::Malformed(format!("malformed JSON: {e}")))?;
+        Ok(value)
+    })
+}
+
 impl ParseError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         ParseError::Invalid {

@@ -81,6 +81,24 @@ pub fn proc_stat(pid: u32) -> ProcStat {
     ProcStat { rss_kib, cpu_ticks }
 }
 
+/// CPU ticks used so far by every process named `postgres` (the server and its
+/// backends): the database's share of the machine, read the same way as the exporter's.
+/// Backends that exit between two readings take their ticks with them, so read it
+/// around phases whose connections stay open.
+pub fn postgres_cpu_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|pid| proc_stat(pid).cpu_ticks)
+        .sum()
+}
+
 /// Runs SQL as the Postgres admin through `psql`.
 pub fn psql(admin_url: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
@@ -108,13 +126,20 @@ fn unique_suffix() -> String {
     format!("{}_{}", std::process::id(), nanos % 1_000_000_000_000)
 }
 
-/// Replaces the database name of a `postgres://…/name` URL.
+/// Replaces the database name of a `postgres://…/name?options` URL, keeping the options.
 pub fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, _) = admin_url
+    let (url, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, ""), |(u, q)| (u, q));
+    let (base, _) = url
         .rsplit_once('/')
         .filter(|(b, _)| b.contains("//") && b.len() > "postgres://".len() - 1)
-        .unwrap_or((admin_url, ""));
-    format!("{base}/{name}")
+        .unwrap_or((url, ""));
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    }
 }
 
 impl Exporter {
@@ -245,6 +270,13 @@ mod tests {
         assert_eq!(
             with_database("postgres://postgres@127.0.0.1:5432/postgres", "bench_1"),
             "postgres://postgres@127.0.0.1:5432/bench_1"
+        );
+        assert_eq!(
+            with_database(
+                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+                "bench_1"
+            ),
+            "postgres://postgres@127.0.0.1:5432/bench_1?sslmode=disable"
         );
     }
 

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
     let mut header = describe_machine(&opts);
     let result = rt.block_on(run_bench(&opts, |f| {
         eprintln!(
-            "[{}] {} {} ({}): {:.0} req/s, {:.0} {}, p99 {:.2} ms, errors {}, counts {}",
+            "[{}] {} {} ({}): {:.0} req/s, {:.0} {}, p99 {:.2} ms, CPU {} µs/event, errors {}, counts {}",
             load_average(),
             f.id,
             f.name,
@@ -102,6 +102,8 @@ fn main() -> ExitCode {
             f.events_per_s(),
             f.event_unit,
             f.lat.p99,
+            f.cpu_us_per_event()
+                .map_or("–".to_owned(), |c| format!("{c:.0}")),
             f.errors,
             if f.unavailable.is_some() {
                 "n/a"

@@ -71,6 +71,8 @@ pub struct Figures {
     pub cpu_pct: f64,
     /// The load generator's own CPU, in percent of one core.
     pub gen_cpu_pct: f64,
+    /// Every `postgres` process's CPU, in percent of one core (Postgres runs only).
+    pub db_cpu_pct: Option<f64>,
     pub http_ratio: Option<f64>,
     pub db_ratio: Option<f64>,
     pub checks: Vec<CountCheck>,
@@ -87,6 +89,13 @@ impl Figures {
 
     pub fn events_per_s(&self) -> f64 {
         self.events as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Exporter plus database CPU per event, in microseconds: steadier than a rate on
+    /// a machine whose speed varies, so it is what before/after comparisons use.
+    pub fn cpu_us_per_event(&self) -> Option<f64> {
+        let eps = self.events_per_s();
+        (eps > 0.0).then(|| (self.cpu_pct + self.db_cpu_pct.unwrap_or(0.0)) * 1e4 / eps)
     }
 
     pub fn counts_ok(&self) -> bool {
@@ -126,24 +135,24 @@ pub fn render(title: &str, header_lines: &[String], all: &[Figures]) -> String {
     }
     let _ = writeln!(
         s,
-        "\n| scenario | db | req/s | events/s | p50/p99/max ms | errors | RSS before→after MiB | exporter CPU | loadgen CPU | ÷ HTTP ceiling | ÷ DB ceiling | counts |"
+        "\n| scenario | db | req/s | events/s | p50/p99/max ms | errors | RSS before→after MiB | exporter CPU | Postgres CPU | loadgen CPU | CPU µs/event | ÷ HTTP ceiling | ÷ DB ceiling | counts |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---|"
+        "|---|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
     );
     for f in all {
         if let Some(why) = &f.unavailable {
             let _ = writeln!(
                 s,
-                "| {} {} | {} | – | – | – | – | – | – | – | – | – | not available on this build: {why} |",
+                "| {} {} | {} | – | – | – | – | – | – | – | – | – | – | – | not available on this build: {why} |",
                 f.id, f.name, f.backend
             );
             continue;
         }
         let _ = writeln!(
             s,
-            "| {} {} | {} | {:.0} | {:.0} {} | {} | {} | {:.1}→{:.1} | {:.0}% | {:.0}% | {} | {} | {} |",
+            "| {} {} | {} | {:.0} | {:.0} {} | {} | {} | {:.1}→{:.1} | {:.0}% | {} | {:.0}% | {} | {} | {} | {} |",
             f.id,
             f.name,
             f.backend,
@@ -155,7 +164,9 @@ pub fn render(title: &str, header_lines: &[String], all: &[Figures]) -> String {
             f.rss_before_mib,
             f.rss_after_mib,
             f.cpu_pct,
+            f.db_cpu_pct.map_or("–".into(), |c| format!("{c:.0}%")),
             f.gen_cpu_pct,
+            f.cpu_us_per_event().map_or("–".into(), |c| format!("{c:.0}")),
             ratio(f.http_ratio),
             ratio(f.db_ratio),
             if f.checks.is_empty() {

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use crate::exporter::{proc_stat, Backend, Exporter, ExporterOpts, ProcStat, APP_SECRET};
+use crate::exporter::{
+    postgres_cpu_ticks, proc_stat, Backend, Exporter, ExporterOpts, ProcStat, APP_SECRET,
+};
 use crate::payloads::{self, Message, Status, StatusRef, Template};
 use crate::report::{CountCheck, Figures, Lat};
 use crate::rng::Rng;
@@ -138,9 +140,11 @@ async fn timed(
 ) -> anyhow::Result<RunResult> {
     let before: ProcStat = exp.stat();
     let gen_before = self_cpu();
+    let db_before = postgres_cpu_ticks();
     let r = runner::run(exp.addr, Arc::new(items), opts).await?;
     let after = exp.stat();
     let gen_after = self_cpu();
+    let db_after = postgres_cpu_ticks();
     f.fill_from(&r);
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     f.rss_before_mib = before.rss_kib as f64 / 1024.0;
@@ -148,6 +152,9 @@ async fn timed(
     // USER_HZ is 100: ticks per second are percent of one core.
     f.cpu_pct = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / secs;
     f.gen_cpu_pct = gen_after.saturating_sub(gen_before) as f64 / secs;
+    if exp.backend == Backend::Postgres {
+        f.db_cpu_pct = Some(db_after.saturating_sub(db_before) as f64 / secs);
+    }
     Ok(r)
 }
 

@@ -55,13 +55,13 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Writers per process. SQLite has one writer at a time anyway; on Postgres a few
-/// batches in flight keep the connection pool busy while one waits for its fsync.
-pub fn default_writers(backend: Backend) -> usize {
-    match backend {
-        Backend::Sqlite => 1,
-        Backend::Postgres => 4,
-    }
+/// Writers per process: one. SQLite has one writer at a time anyway. On Postgres one
+/// writer makes the largest batches: requests that arrive during a commit wait for the
+/// next one, and each statement serves them all. Four writers overlapped their fsyncs
+/// but needed 1.6–1.9× the CPU per event for less throughput (BENCHMARKS.md); more
+/// writers still help when commits are slow and the CPU is idle (`--db-writers`).
+pub fn default_writers(_backend: Backend) -> usize {
+    1
 }
 
 impl Ledger {

@@ -12,7 +12,8 @@ use crate::domain::pricing::MetaPricing;
 use crate::domain::status::Status;
 use crate::domain::{inbound_type_label, Channel, Provider};
 use crate::events::{
-    clean_text, unix_seconds_to_ms, Event, InboundMessage, ParseError, StatusUpdate, WebhookError,
+    clean_text, parse_json, unix_seconds_to_ms, Event, InboundMessage, ParseError, StatusUpdate,
+    WebhookError,
 };
 
 /// True when `header` (`sha256=<hex>`) is HMAC-SHA256 of the raw body under `secret`.
@@ -212,11 +213,7 @@ fn status_of(raw: &str) -> Option<Status> {
 /// Parses a webhook body into events. Changes whose `field` is not `messages` become
 /// [`Event::Ignored`]; unknown keys anywhere are tolerated.
 pub fn parse(body: &[u8]) -> Result<Vec<Event>, ParseError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let envelope: Envelope =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| ParseError::from_json(e, ""))?;
-    de.end()
-        .map_err(|e| ParseError::Malformed(format!("malformed JSON: {e}")))?;
+    let envelope: Envelope = parse_json(body, "")?;
 
     let mut events = Vec::new();
     for (i, entry) in envelope.entry.iter().enumerate() {
@@ -229,9 +226,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<Event>, ParseError> {
             let Some(raw) = change.value else {
                 return Err(ParseError::invalid(prefix, "missing field `value`"));
             };
-            let mut de = serde_json::Deserializer::from_str(raw.get());
-            let value: MessagesValue = serde_path_to_error::deserialize(&mut de)
-                .map_err(|e| ParseError::from_json(e, &prefix))?;
+            let value: MessagesValue = parse_json(raw.get().as_bytes(), &prefix)?;
             push_value_events(entry.id.as_deref().unwrap_or(""), value, &mut events);
         }
     }

@@ -8,6 +8,10 @@ use std::collections::BTreeMap;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::cooldown::{free_if_anchored_before, Slot};
+use crate::store::messages::{placeholders, placeholders_after};
+
+/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
+const CHUNK: usize = 200;
 
 /// A reservation as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,66 +203,68 @@ pub struct Settlement {
 
 /// What a batch of send hooks does to cooldowns: each phone's cooldown runs from its
 /// latest template (`templates`), and each named reservation that still holds its slot
-/// gives up the hold and becomes confirmed or released. Rows are locked in phone order,
-/// then reservations in id order, whatever order the hooks came in.
+/// gives up the hold and becomes confirmed or released. Three statements whatever the
+/// batch size (per chunk): the cooldowns upsert locks in phone order, then the holds
+/// end, then the reservations change.
 pub async fn apply_hooks(
     conn: &mut AnyConnection,
     templates: &BTreeMap<String, i64>,
     settlements: &[Settlement],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    if templates.is_empty() && settlements.is_empty() {
-        return Ok(());
+    let rows: Vec<(&String, &i64)> = templates.iter().collect();
+    for chunk in rows.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO cooldowns (phone, last_template_ms, updated_ms) VALUES {} \
+             ON CONFLICT (phone) DO UPDATE SET last_template_ms = CASE \
+             WHEN excluded.last_template_ms > cooldowns.last_template_ms \
+             THEN excluded.last_template_ms ELSE cooldowns.last_template_ms END, \
+             updated_ms = excluded.updated_ms",
+            placeholders(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for (phone, sent_at) in chunk {
+            q = q.bind(phone.as_str()).bind(**sent_at).bind(now_ms);
+        }
+        q.execute(&mut *conn).await?;
     }
-    // phone → (latest template, reservations whose hold to end)
-    let mut by_phone: BTreeMap<&str, (Option<i64>, Vec<&str>)> = BTreeMap::new();
-    for (phone, sent_at) in templates {
-        by_phone.entry(phone).or_default().0 = Some(*sent_at);
-    }
-    let mut phones = Vec::with_capacity(settlements.len());
+
+    // The first hook naming a reservation decides it; ids in order.
+    let mut first: BTreeMap<&str, &Settlement> = BTreeMap::new();
     for s in settlements {
-        let phone: Option<String> = sqlx::query("SELECT phone FROM reservations WHERE id = $1")
-            .bind(&s.id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .map(|r| r.try_get(0))
-            .transpose()?;
-        phones.push(phone);
+        first.entry(s.id.as_str()).or_insert(s);
     }
-    for (s, phone) in settlements.iter().zip(&phones) {
-        if let Some(phone) = phone {
-            by_phone.entry(phone).or_default().1.push(&s.id);
+    let named: Vec<&Settlement> = first.into_values().collect();
+    for chunk in named.chunks(CHUNK) {
+        // A hold is ended only by its own reservation (hold ids are unique), and only
+        // while that reservation is still held.
+        let sql = format!(
+            "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $1 \
+             WHERE hold_id IN (SELECT id FROM reservations WHERE status = 'held' AND id IN ({}))",
+            (2..chunk.len() + 2)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql).bind(now_ms);
+        for s in chunk {
+            q = q.bind(s.id.as_str());
         }
-    }
-    for (phone, (sent_at, holds)) in &by_phone {
-        if let Some(sent_at) = sent_at {
-            record_template(conn, phone, *sent_at, now_ms).await?;
+        q.execute(&mut *conn).await?;
+
+        let sql = format!(
+            "UPDATE reservations SET status = v.column2, message_id = v.column3, updated_ms = $1 \
+             FROM (VALUES {}) AS v WHERE reservations.id = v.column1 AND reservations.status = 'held'",
+            placeholders_after(1, chunk.len(), 3)
+        );
+        let mut q = sqlx::query(&sql).bind(now_ms);
+        for s in chunk {
+            q = q
+                .bind(s.id.as_str())
+                .bind(s.to.as_str())
+                .bind(s.message_id.as_str());
         }
-        for id in holds {
-            sqlx::query(
-                "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $3 \
-                 WHERE phone = $1 AND hold_id = $2",
-            )
-            .bind(*phone)
-            .bind(*id)
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    let mut ordered: Vec<&Settlement> = settlements.iter().collect();
-    ordered.sort_by(|a, b| a.id.cmp(&b.id)); // stable: the first hook naming an id wins
-    for s in ordered {
-        sqlx::query(
-            "UPDATE reservations SET status = $2, message_id = $3, updated_ms = $4 \
-             WHERE id = $1 AND status = 'held'",
-        )
-        .bind(&s.id)
-        .bind(s.to.as_str())
-        .bind(&s.message_id)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
