@@ -6,7 +6,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tracing::debug;
 use utoipa::ToSchema;
@@ -193,14 +192,6 @@ impl CheckSendRequest {
     }
 }
 
-/// 128 random bits: unguessable, so one bot cannot release another's reservation by
-/// counting.
-fn new_reservation_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!("rsv_{}", hex::encode(bytes))
-}
-
 /// Pre-send decision: window, cooldown, cost; with `reserve: true` the cooldown slot is
 /// taken atomically before the reply.
 #[utoipa::path(
@@ -233,23 +224,17 @@ pub async fn check_send(
 
     let mut known = {
         let mut conn = state.db.pool().acquire().await?;
-        let window = if settings.session_tracking_enabled {
-            Some(queries::window(&mut conn, q.phone.as_str()).await?)
-        } else {
-            None
-        };
-        let slot = if has_slot {
-            Some(reservations::slot(&mut conn, q.phone.as_str()).await?)
-        } else {
-            None
-        };
-        Known { window, slot }
+        let (window, slot) = queries::presend_state(&mut conn, q.phone.as_str()).await?;
+        Known {
+            window: settings.session_tracking_enabled.then_some(window),
+            slot: has_slot.then_some(slot),
+        }
     };
     let mut decision = presend::decide(&settings, &q.phone, q.category, known, now);
 
     let mut reservation = None;
     if decision.blocked.is_none() && q.reserve && has_slot {
-        match reserve(&state, &q.phone, now, cooldown).await? {
+        match state.reserver.reserve(q.phone.as_str()).await? {
             Ok(r) => reservation = Some(r),
             Err(taken) => {
                 // Another caller took the slot between our read and our write.
@@ -291,34 +276,6 @@ fn cost_view(quote: Quote, currency: &str) -> CostQuote {
         currency: currency.to_owned(),
         reason: quote.reason.as_str().to_owned(),
     }
-}
-
-/// Takes the slot and records the reservation in one transaction. `Err(slot)` when the
-/// slot was no longer free, with the slot as it now stands.
-async fn reserve(
-    state: &AppState,
-    phone: &Phone,
-    now: i64,
-    cooldown: i64,
-) -> Result<std::result::Result<Reservation, Slot>> {
-    let id = new_reservation_id();
-    let mut w = state.db.begin_write().await?;
-    if !reservations::take(&mut w.tx, phone.as_str(), &id, now, cooldown).await? {
-        let slot = reservations::slot(&mut w.tx, phone.as_str()).await?;
-        w.commit().await?;
-        return Ok(Err(slot));
-    }
-    let r = Reservation {
-        id,
-        phone: phone.as_str().to_owned(),
-        created_ms: now,
-        expires_ms: now + cooldown,
-        status: ReservationStatus::Held,
-        message_id: String::new(),
-    };
-    reservations::insert(&mut w.tx, &r, now).await?;
-    w.commit().await?;
-    Ok(Ok(r))
 }
 
 /// Gives a reservation's slot back. Releasing again answers the same; a confirmed

@@ -1,16 +1,17 @@
-//! Group commit: concurrent requests hand their events to a writer, which commits many
-//! requests in one transaction and answers each only once its batch is durable. On a
-//! busy exporter that turns one commit (one fsync) per request into one per batch.
+//! The ledger's writer: concurrent requests hand their events to it, and it commits many
+//! requests in one transaction ([`crate::group_commit`]), answering each only once its
+//! batch is durable. On a busy exporter that turns one commit (one fsync) per request
+//! into one per batch.
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::{HookCounts, Inner, StoreError};
 use crate::domain::tally::Tally;
 use crate::events::Event;
-use crate::store;
+use crate::{group_commit, store};
 
 /// Events taken into one transaction, at most (one request is never split).
 const MAX_BATCH_EVENTS: usize = 1_000;
@@ -24,34 +25,15 @@ pub(super) struct Job {
 
 /// Starts `writers` tasks sharing one queue.
 pub(super) fn spawn(inner: Arc<Inner>, writers: usize) -> mpsc::Sender<Job> {
-    let (tx, rx) = mpsc::channel::<Job>(4_096);
-    let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..writers {
-        tokio::spawn(run(inner.clone(), rx.clone()));
-    }
-    tx
-}
-
-async fn run(inner: Arc<Inner>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
-    loop {
-        let jobs = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut events = first.events.len();
-            let mut jobs = vec![first];
-            while events < MAX_BATCH_EVENTS {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        events += job.events.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
-            jobs
-        };
-        commit(&inner, jobs).await;
-    }
+    group_commit::spawn(
+        writers,
+        MAX_BATCH_EVENTS,
+        |job: &Job| job.events.len(),
+        move |jobs| {
+            let inner = inner.clone();
+            async move { commit(&inner, jobs).await }
+        },
+    )
 }
 
 async fn commit(inner: &Inner, jobs: Vec<Job>) {

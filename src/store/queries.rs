@@ -7,6 +7,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::domain::cooldown::Slot;
 use crate::domain::session::SessionState;
 use crate::domain::window::{Window, WINDOW_MS};
 
@@ -42,12 +43,29 @@ pub async fn session(
     row.as_ref().map(session_from).transpose()
 }
 
-/// One phone's window (closed when it has no session row).
-pub async fn window(conn: &mut AnyConnection, phone: &str) -> Result<Window, sqlx::Error> {
-    Ok(session(conn, phone)
-        .await?
-        .map(|s| s.window())
-        .unwrap_or_default())
+/// What a pre-send check reads, in one round trip: the phone's window (closed without a
+/// session row) and its cooldown slot (free without a cooldown row).
+pub async fn presend_state(
+    conn: &mut AnyConnection,
+    phone: &str,
+) -> Result<(Window, Slot), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COALESCE((SELECT last_inbound_ms FROM sessions WHERE phone = $1), 0), \
+         COALESCE((SELECT last_template_ms FROM cooldowns WHERE phone = $1), 0), \
+         COALESCE((SELECT hold_ms FROM cooldowns WHERE phone = $1), 0)",
+    )
+    .bind(phone)
+    .fetch_one(conn)
+    .await?;
+    Ok((
+        Window {
+            last_inbound_ms: row.try_get(0)?,
+        },
+        Slot {
+            last_template_ms: row.try_get(1)?,
+            hold_ms: row.try_get(2)?,
+        },
+    ))
 }
 
 /// Windows open at `now_ms`, soonest expiry first, and how many there are in all.

@@ -3,7 +3,7 @@
 //! `reservations`, so that two transactions never wait on each other's rows in opposite
 //! orders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{AnyConnection, Row};
 
@@ -51,70 +51,6 @@ impl ReservationStatus {
             _ => None,
         }
     }
-}
-
-/// One phone's slot (the default, free, when the phone has none).
-pub async fn slot(conn: &mut AnyConnection, phone: &str) -> Result<Slot, sqlx::Error> {
-    let row = sqlx::query("SELECT last_template_ms, hold_ms FROM cooldowns WHERE phone = $1")
-        .bind(phone)
-        .fetch_optional(conn)
-        .await?;
-    match row {
-        Some(r) => Ok(Slot {
-            last_template_ms: r.try_get(0)?,
-            hold_ms: r.try_get(1)?,
-        }),
-        None => Ok(Slot::default()),
-    }
-}
-
-/// Takes the phone's slot for reservation `id` if it is free at `now_ms`; true when this
-/// call took it. The `WHERE` of the upsert is evaluated on the row as it stands after
-/// any concurrent writer committed (Postgres re-checks it under the row lock; SQLite
-/// writers are serialised), so of any number of concurrent takers exactly one wins.
-pub async fn take(
-    conn: &mut AnyConnection,
-    phone: &str,
-    id: &str,
-    now_ms: i64,
-    cooldown_ms: i64,
-) -> Result<bool, sqlx::Error> {
-    let row = sqlx::query(
-        "INSERT INTO cooldowns (phone, last_template_ms, hold_id, hold_ms, updated_ms) \
-         VALUES ($1, 0, $2, $3, $3) \
-         ON CONFLICT (phone) DO UPDATE SET hold_id = excluded.hold_id, hold_ms = excluded.hold_ms, \
-         updated_ms = excluded.updated_ms \
-         WHERE cooldowns.last_template_ms <= $4 AND cooldowns.hold_ms <= $4 \
-         RETURNING hold_id",
-    )
-    .bind(phone)
-    .bind(id)
-    .bind(now_ms)
-    .bind(free_if_anchored_before(now_ms, cooldown_ms))
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.is_some())
-}
-
-pub async fn insert(
-    conn: &mut AnyConnection,
-    r: &Reservation,
-    now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO reservations (id, phone, created_ms, expires_ms, status, message_id, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(&r.id)
-    .bind(&r.phone)
-    .bind(r.created_ms)
-    .bind(r.expires_ms)
-    .bind(r.status.as_str())
-    .bind(&r.message_id)
-    .bind(now_ms)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Reservation>, sqlx::Error> {
@@ -170,27 +106,103 @@ pub async fn settle(
     Ok(done.rows_affected() == 1)
 }
 
-/// A template send hook: the phone's cooldown runs from `sent_at_ms` unless a later
-/// template is already recorded (hooks may arrive out of order).
-pub async fn record_template(
+/// Takes the slots of `holds` (phone, reservation id; sorted and distinct by phone: the
+/// lock order) where free at `now_ms`, and returns the phones whose slot this call took.
+/// The `WHERE` of the upsert is evaluated on each row as it stands after any concurrent
+/// writer committed (Postgres re-checks it under the row lock; SQLite writers are
+/// serialised), so of any number of concurrent takers exactly one wins.
+pub async fn take_many(
     conn: &mut AnyConnection,
-    phone: &str,
-    sent_at_ms: i64,
+    holds: &[(&str, &str)],
+    now_ms: i64,
+    cooldown_ms: i64,
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut taken = HashSet::with_capacity(holds.len());
+    for chunk in holds.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO cooldowns (phone, last_template_ms, hold_id, hold_ms, updated_ms) VALUES {} \
+             ON CONFLICT (phone) DO UPDATE SET hold_id = excluded.hold_id, hold_ms = excluded.hold_ms, \
+             updated_ms = excluded.updated_ms \
+             WHERE cooldowns.last_template_ms <= $1 AND cooldowns.hold_ms <= $1 \
+             RETURNING phone",
+            (0..chunk.len())
+                .map(|i| format!("(${}, 0, ${}, $2, $2)", 3 + 2 * i, 4 + 2 * i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(free_if_anchored_before(now_ms, cooldown_ms))
+            .bind(now_ms);
+        for (phone, id) in chunk {
+            q = q.bind(*phone).bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            taken.insert(row.try_get(0)?);
+        }
+    }
+    Ok(taken)
+}
+
+/// Stores new reservations (ids are fresh, so nothing conflicts).
+pub async fn insert_many(
+    conn: &mut AnyConnection,
+    rs: &[Reservation],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO cooldowns (phone, last_template_ms, updated_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (phone) DO UPDATE SET last_template_ms = CASE \
-         WHEN excluded.last_template_ms > cooldowns.last_template_ms \
-         THEN excluded.last_template_ms ELSE cooldowns.last_template_ms END, \
-         updated_ms = excluded.updated_ms",
-    )
-    .bind(phone)
-    .bind(sent_at_ms)
-    .bind(now_ms)
-    .execute(conn)
-    .await?;
+    for chunk in rs.chunks(CHUNK) {
+        let sql = format!(
+            "INSERT INTO reservations (id, phone, created_ms, expires_ms, status, message_id, updated_ms) \
+             VALUES {}",
+            placeholders(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.id.as_str())
+                .bind(r.phone.as_str())
+                .bind(r.created_ms)
+                .bind(r.expires_ms)
+                .bind(r.status.as_str())
+                .bind(r.message_id.as_str())
+                .bind(now_ms);
+        }
+        q.execute(&mut *conn).await?;
+    }
     Ok(())
+}
+
+/// The slots of `phones` as they stand (free for phones without a row).
+pub async fn slots(
+    conn: &mut AnyConnection,
+    phones: &[&str],
+) -> Result<HashMap<String, Slot>, sqlx::Error> {
+    let mut out: HashMap<String, Slot> = phones
+        .iter()
+        .map(|p| ((*p).to_owned(), Slot::default()))
+        .collect();
+    for chunk in phones.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT phone, last_template_ms, hold_ms FROM cooldowns WHERE phone IN ({})",
+            (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for phone in chunk {
+            q = q.bind(*phone);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.insert(
+                row.try_get(0)?,
+                Slot {
+                    last_template_ms: row.try_get(1)?,
+                    hold_ms: row.try_get(2)?,
+                },
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// A send hook's verdict on the reservation it names.

@@ -1,0 +1,173 @@
+//! Reservations for `check-send` with `reserve: true`, taken in group-committed batches:
+//! concurrent reserving checks share one transaction (one conditional upsert of their
+//! slots, one insert of their reservations, one commit) instead of a commit each.
+//!
+//! Of the checks in a batch naming one phone, the first competes for the slot and the
+//! others lose to it; across batches and replicas the conditional upsert decides, as for
+//! single reservations, so of any number of concurrent takers exactly one wins.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rand::RngCore;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use crate::clock::SharedClock;
+use crate::domain::cooldown::{cooldown_ms, Slot};
+use crate::ledger::StoreError;
+use crate::settings_cache::SettingsCache;
+use crate::store::reservations::{self, Reservation, ReservationStatus};
+use crate::store::{self, Db};
+
+/// Reserving checks per transaction, at most.
+const MAX_BATCH: usize = 500;
+/// How often a batch that lost a deadlock is run again before giving up (503).
+const MAX_ATTEMPTS: usize = 5;
+
+/// The reservation taken, or the slot as it stands when another caller holds it.
+pub type Taken = Result<Reservation, Slot>;
+
+#[derive(Clone)]
+pub struct Reserver {
+    queue: mpsc::Sender<Job>,
+}
+
+struct Inner {
+    db: Db,
+    settings: Arc<SettingsCache>,
+    clock: SharedClock,
+}
+
+struct Job {
+    phone: String,
+    reply: oneshot::Sender<Result<Taken, StoreError>>,
+}
+
+impl Reserver {
+    /// Starts the batching task (needs a Tokio runtime).
+    pub fn new(db: Db, settings: Arc<SettingsCache>, clock: SharedClock) -> Self {
+        let inner = Arc::new(Inner {
+            db,
+            settings,
+            clock,
+        });
+        let queue = crate::group_commit::spawn(
+            1,
+            MAX_BATCH,
+            |_: &Job| 1,
+            move |jobs| {
+                let inner = inner.clone();
+                async move { inner.commit(jobs).await }
+            },
+        );
+        Self { queue }
+    }
+
+    /// Takes `phone`'s slot for a new reservation, once the batch is durable. The
+    /// cooldown in force when the batch runs sets the reservation's expiry.
+    pub async fn reserve(&self, phone: &str) -> Result<Taken, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::from(sqlx::Error::PoolClosed);
+        let job = Job {
+            phone: phone.to_owned(),
+            reply,
+        };
+        self.queue.send(job).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+impl Inner {
+    async fn commit(&self, jobs: Vec<Job>) {
+        let phones: Vec<&str> = jobs.iter().map(|j| j.phone.as_str()).collect();
+        let mut attempt = 0;
+        let result = loop {
+            attempt += 1;
+            match self.take(&phones).await {
+                Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => {
+                    debug!(attempt, error = %e, "reservations lost a deadlock; running them again");
+                }
+                other => break other,
+            }
+        };
+        match result {
+            Ok(taken) => {
+                for (job, t) in jobs.into_iter().zip(taken) {
+                    let _ = job.reply.send(Ok(t));
+                }
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// One transaction for a batch; one answer per phone given, in order.
+    async fn take(&self, phones: &[&str]) -> Result<Vec<Taken>, sqlx::Error> {
+        let now = self.clock.now_ms();
+        let cooldown = cooldown_ms(self.settings.get().template_cooldown_hours);
+        // The first check per phone competes for its slot, in phone order.
+        let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, phone) in phones.iter().enumerate() {
+            first.entry(phone).or_insert(i);
+        }
+        let ids: BTreeMap<&str, String> = first.keys().map(|p| (*p, new_id())).collect();
+        let holds: Vec<(&str, &str)> = ids.iter().map(|(p, id)| (*p, id.as_str())).collect();
+
+        let mut w = self.db.begin_write().await?;
+        let won = reservations::take_many(&mut w.tx, &holds, now, cooldown).await?;
+        let made: BTreeMap<&str, Reservation> = ids
+            .iter()
+            .filter(|(phone, _)| won.contains(**phone))
+            .map(|(phone, id)| {
+                let r = Reservation {
+                    id: id.clone(),
+                    phone: (*phone).to_owned(),
+                    created_ms: now,
+                    expires_ms: now + cooldown,
+                    status: ReservationStatus::Held,
+                    message_id: String::new(),
+                };
+                (*phone, r)
+            })
+            .collect();
+        let rows: Vec<Reservation> = made.values().cloned().collect();
+        reservations::insert_many(&mut w.tx, &rows, now).await?;
+        let lost: Vec<&str> = first
+            .keys()
+            .copied()
+            .filter(|p| !made.contains_key(p))
+            .chain(
+                // Later checks of a phone whose first check won see the new hold.
+                phones
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, p)| first[**p] != *i && made.contains_key(**p))
+                    .map(|(_, p)| *p),
+            )
+            .collect();
+        let slots = reservations::slots(&mut w.tx, &lost).await?;
+        w.commit().await?;
+
+        Ok(phones
+            .iter()
+            .enumerate()
+            .map(|(i, phone)| match made.get(phone) {
+                Some(r) if first[phone] == i => Ok(r.clone()),
+                _ => Err(slots.get(*phone).copied().unwrap_or_default()),
+            })
+            .collect())
+    }
+}
+
+/// `rsv_` and 16 random bytes in hex: unguessable, so one caller cannot release
+/// another's reservation by guessing its id.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("rsv_{}", hex::encode(bytes))
+}
