@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::reserver::Reserver;
+use crate::presend::{Reserver, StateReader};
 use crate::settings_cache::SettingsCache;
 use crate::store::{self, Backend, Db, DbOptions};
 
@@ -52,12 +52,14 @@ impl App {
         );
         let metrics = Arc::new(Metrics::new(config.max_label_values));
         metrics.set_ready(true);
+        let presend_reads = StateReader::new(db.clone());
         let reserver = Reserver::new(db.clone(), settings.clone(), clock.clone());
         let state = AppState {
             config: Arc::new(config),
             db,
             ledger,
             metrics,
+            presend_reads,
             reserver,
             settings,
             clock,

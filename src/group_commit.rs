@@ -1,7 +1,8 @@
 //! Group commit: jobs queue up while a transaction runs, and the next transaction takes
 //! all of them (up to a bound), so that one commit — one fsync — serves many requests.
 //! Each job carries its own reply channel; the handler answers each only once its batch
-//! is durable. Used by the ledger (webhooks, send hooks) and by reservations.
+//! is durable. Used by the ledger (webhooks, send hooks), by reservations, and (with
+//! a read in place of the transaction) by the pre-send reads.
 
 use std::future::Future;
 use std::sync::Arc;

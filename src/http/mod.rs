@@ -25,7 +25,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::reserver::Reserver;
+use crate::presend::{Reserver, StateReader};
 use crate::settings_cache::SettingsCache;
 use crate::store::Db;
 
@@ -36,6 +36,7 @@ pub struct AppState {
     pub db: Db,
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
+    pub presend_reads: StateReader,
     pub reserver: Reserver,
     pub settings: Arc<SettingsCache>,
     pub clock: SharedClock,

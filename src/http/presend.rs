@@ -22,7 +22,6 @@ use crate::domain::phone::Phone;
 use crate::domain::presend::{self, BlockedReason, Known};
 use crate::domain::pricing::Quote;
 use crate::domain::window::Window;
-use crate::store::queries;
 use crate::store::reservations::{self, Reservation, ReservationStatus};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -222,13 +221,10 @@ pub async fn check_send(
     let cooldown = cooldown_ms(settings.template_cooldown_hours);
     let has_slot = q.category.is_some() && settings.rate_limiting_enabled;
 
-    let mut known = {
-        let mut conn = state.db.pool().acquire().await?;
-        let (window, slot) = queries::presend_state(&mut conn, q.phone.as_str()).await?;
-        Known {
-            window: settings.session_tracking_enabled.then_some(window),
-            slot: has_slot.then_some(slot),
-        }
+    let (window, slot) = state.presend_reads.get(q.phone.as_str()).await?;
+    let mut known = Known {
+        window: settings.session_tracking_enabled.then_some(window),
+        slot: has_slot.then_some(slot),
     };
     let mut decision = presend::decide(&settings, &q.phone, q.category, known, now);
 

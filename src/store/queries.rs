@@ -4,12 +4,15 @@
 //! Postgres makes `SUM(bigint)` NUMERIC, which the `Any` driver cannot decode, so every
 //! sum is cast back to BIGINT or DOUBLE PRECISION.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::cooldown::Slot;
 use crate::domain::session::SessionState;
 use crate::domain::window::{Window, WINDOW_MS};
+use crate::store::messages::placeholders;
 
 /// When a message's cost was counted: its delivery, or its read when no delivery came.
 const CHARGED_MS: &str = "(CASE WHEN delivered_ms > 0 THEN delivered_ms ELSE read_ms END)";
@@ -43,29 +46,36 @@ pub async fn session(
     row.as_ref().map(session_from).transpose()
 }
 
-/// What a pre-send check reads, in one round trip: the phone's window (closed without a
-/// session row) and its cooldown slot (free without a cooldown row).
-pub async fn presend_state(
+/// What pre-send checks read, for many phones in one round trip: each phone's window
+/// (closed without a session row) and cooldown slot (free without a cooldown row).
+pub async fn presend_states(
     conn: &mut AnyConnection,
-    phone: &str,
-) -> Result<(Window, Slot), sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT COALESCE((SELECT last_inbound_ms FROM sessions WHERE phone = $1), 0), \
-         COALESCE((SELECT last_template_ms FROM cooldowns WHERE phone = $1), 0), \
-         COALESCE((SELECT hold_ms FROM cooldowns WHERE phone = $1), 0)",
-    )
-    .bind(phone)
-    .fetch_one(conn)
-    .await?;
-    Ok((
-        Window {
-            last_inbound_ms: row.try_get(0)?,
-        },
-        Slot {
-            last_template_ms: row.try_get(1)?,
-            hold_ms: row.try_get(2)?,
-        },
-    ))
+    phones: &[&str],
+) -> Result<HashMap<String, (Window, Slot)>, sqlx::Error> {
+    let mut out = HashMap::with_capacity(phones.len());
+    for chunk in phones.chunks(500) {
+        let sql = format!(
+            "SELECT p.column1, COALESCE(s.last_inbound_ms, 0), COALESCE(c.last_template_ms, 0), \
+             COALESCE(c.hold_ms, 0) FROM (VALUES {}) AS p \
+             LEFT JOIN sessions s ON s.phone = p.column1 LEFT JOIN cooldowns c ON c.phone = p.column1",
+            placeholders(chunk.len(), 1)
+        );
+        let mut q = sqlx::query(&sql);
+        for phone in chunk {
+            q = q.bind(*phone);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let window = Window {
+                last_inbound_ms: row.try_get(1)?,
+            };
+            let slot = Slot {
+                last_template_ms: row.try_get(2)?,
+                hold_ms: row.try_get(3)?,
+            };
+            out.insert(row.try_get(0)?, (window, slot));
+        }
+    }
+    Ok(out)
 }
 
 /// Windows open at `now_ms`, soonest expiry first, and how many there are in all.

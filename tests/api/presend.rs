@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use crate::helpers::{config_for, Backend, TestApp, TestDb};
 use crate::on_both_backends;
 use crate::v1::{
-    approx, check, configure, delete, field_of, free_form, hook, inbound_now, post, reserve,
-    template,
+    approx, check, check_all, configure, delete, field_of, free_form, hook, inbound_now, post,
+    reserve, template,
 };
 
 const HOUR: i64 = 3_600_000;
@@ -451,7 +451,55 @@ async fn one_request_of_hooks_sets_each_phones_cooldown(backend: Backend) {
     assert_eq!(r["status"], "confirmed");
 }
 
+/// Concurrent checks share reads and reservation transactions: each still gets its own
+/// phone's answer, and of the checks reserving one phone exactly one wins.
+async fn concurrent_checks_each_get_their_own_phones_answer(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let phones: Vec<String> = (0..30).map(|i| format!("9198765{i:05}")).collect();
+    for (i, phone) in phones.iter().enumerate() {
+        match i % 3 {
+            0 => assert_eq!(check(&app, reserve(phone)).await["can_send"], true),
+            1 => inbound_now(&app, &format!("wamid.in{i}"), phone).await,
+            _ => {}
+        }
+    }
+    let checks = phones.iter().map(|p| template(p, "utility")).collect();
+    for (i, reply) in check_all(&app, checks).await.into_iter().enumerate() {
+        assert_eq!(reply["phone"], phones[i].as_str());
+        assert_eq!(reply["can_send"], i % 3 != 0, "{}: {reply}", phones[i]);
+        assert_eq!(
+            reply["session"]["is_active"],
+            i % 3 == 1,
+            "{}: {reply}",
+            phones[i]
+        );
+    }
+    // Three reserving checks per free phone, all at once.
+    let free: Vec<&String> = phones.iter().skip(1).step_by(3).collect();
+    let reserves = free
+        .iter()
+        .flat_map(|p| [reserve(p), reserve(p), reserve(p)])
+        .collect();
+    let mut won = BTreeSet::new();
+    for reply in check_all(&app, reserves).await {
+        let phone = reply["phone"].as_str().unwrap().to_owned();
+        if reply["can_send"] == true {
+            assert!(reply["reservation"]["id"].is_string(), "{reply}");
+            assert!(won.insert(phone.clone()), "{phone} reserved twice");
+        } else {
+            assert_eq!(reply["blocked_reason"], "rate_limited", "{reply}");
+        }
+    }
+    assert_eq!(
+        won.len(),
+        free.len(),
+        "every free phone reserved once: {won:?}"
+    );
+}
+
 on_both_backends!(
+    concurrent_checks_each_get_their_own_phones_answer,
     one_request_of_hooks_sets_each_phones_cooldown,
     cost_matrix,
     window_opens_extends_and_expires,

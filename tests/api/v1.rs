@@ -41,6 +41,22 @@ pub async fn check(app: &TestApp, body: Value) -> Value {
     reply
 }
 
+/// `POST /v1/check-send` for every body at once; the replies in the bodies' order.
+pub async fn check_all(app: &TestApp, bodies: Vec<Value>) -> Vec<Value> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, body) in bodies.into_iter().enumerate() {
+        let (client, url) = (app.client.clone(), app.url("/v1/check-send"));
+        tasks.spawn(async move {
+            let resp = client.post(url).json(&body).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "check-send {body}");
+            (i, resp.json::<Value>().await.unwrap())
+        });
+    }
+    let mut replies = tasks.join_all().await;
+    replies.sort_by_key(|(i, _)| *i);
+    replies.into_iter().map(|(_, r)| r).collect()
+}
+
 pub fn template(phone: &str, category: &str) -> Value {
     json!({"phone": phone, "is_template": true, "template_name": "t", "template_category": category})
 }
