@@ -5,11 +5,6 @@ use clap::Parser;
 use messaging_exporter::clock::SystemClock;
 use messaging_exporter::{app, telemetry, App, Config};
 
-// Every request allocates a little (its body, its events, its reply); glibc's malloc took
-// a tenth of the exporter's CPU under load (BENCHMARKS.md), mimalloc takes much less.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
