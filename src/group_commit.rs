@@ -7,44 +7,103 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use crate::ledger::StoreError;
 
 /// Jobs waiting for the next batch, at most; senders wait beyond it.
 const QUEUE: usize = 4_096;
 
-/// Starts `workers` tasks sharing one queue. Each takes the first waiting job, then every
-/// job already queued until their total `weight` reaches `max_weight` (one job is never
-/// split), and hands the batch to `handle`.
-pub fn spawn<J, F, Fut>(
-    workers: usize,
-    max_weight: usize,
-    weight: fn(&J) -> usize,
-    handle: F,
-) -> mpsc::Sender<J>
-where
-    J: Send + 'static,
-    F: Fn(Vec<J>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let (tx, rx) = mpsc::channel::<J>(QUEUE);
-    let rx = Arc::new(Mutex::new(rx));
-    let handle = Arc::new(handle);
-    for _ in 0..workers.max(1) {
-        let (rx, handle) = (rx.clone(), handle.clone());
-        tokio::spawn(async move {
-            while let Some(batch) = next_batch(&rx, max_weight, weight).await {
-                handle(batch).await;
-            }
-        });
+/// One caller's part of a batch: its input and where its answer goes.
+pub struct Job<I, O> {
+    pub input: I,
+    reply: oneshot::Sender<Result<O, StoreError>>,
+}
+
+impl<I, O> Job<I, O> {
+    /// Answers the caller (who may have gone: a dropped request needs no answer).
+    pub fn answer(self, result: Result<O, StoreError>) {
+        let _ = self.reply.send(result);
     }
-    tx
+}
+
+/// Each job its own answer (`outputs` in the jobs' order), or every job the batch's error.
+pub fn answer_all<I, O>(jobs: Vec<Job<I, O>>, outputs: Result<Vec<O>, sqlx::Error>) {
+    match outputs {
+        Ok(outputs) => {
+            for (job, out) in jobs.into_iter().zip(outputs) {
+                job.answer(Ok(out));
+            }
+        }
+        Err(e) => {
+            let e = StoreError::from(e);
+            for job in jobs {
+                job.answer(Err(e.clone()));
+            }
+        }
+    }
+}
+
+/// The sending side: callers hand in an input and wait for their own answer.
+pub struct Queue<I, O> {
+    tx: mpsc::Sender<Job<I, O>>,
+}
+
+impl<I, O> Clone for Queue<I, O> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> Queue<I, O> {
+    /// Starts `workers` tasks sharing one queue. Each takes the first waiting job, then
+    /// every job already queued until their total `weight` reaches `max_weight` (one job
+    /// is never split), and hands the batch to `handle`, which answers every job.
+    pub fn start<F, Fut>(
+        workers: usize,
+        max_weight: usize,
+        weight: fn(&I) -> usize,
+        handle: F,
+    ) -> Self
+    where
+        F: Fn(Vec<Job<I, O>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let (tx, rx) = mpsc::channel::<Job<I, O>>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        let handle = Arc::new(handle);
+        for _ in 0..workers.max(1) {
+            let (rx, handle) = (rx.clone(), handle.clone());
+            tokio::spawn(async move {
+                while let Some(batch) =
+                    next_batch(&rx, max_weight, |j: &Job<I, O>| weight(&j.input)).await
+                {
+                    handle(batch).await;
+                }
+            });
+        }
+        Self { tx }
+    }
+
+    /// Queues `input` and waits for its batch's answer.
+    pub async fn call(&self, input: I) -> Result<O, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::from(sqlx::Error::PoolClosed);
+        self.tx
+            .send(Job { input, reply })
+            .await
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
 }
 
 /// `None` once every sender is gone.
 async fn next_batch<J>(
     rx: &Mutex<mpsc::Receiver<J>>,
     max_weight: usize,
-    weight: fn(&J) -> usize,
+    weight: impl Fn(&J) -> usize,
 ) -> Option<Vec<J>> {
     let mut rx = rx.lock().await;
     let first = rx.recv().await?;
@@ -65,38 +124,38 @@ async fn next_batch<J>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::oneshot;
 
     #[tokio::test]
-    async fn queued_jobs_share_a_batch_up_to_the_bound() {
+    async fn queued_jobs_share_a_batch_up_to_the_bound_and_each_gets_its_answer() {
         let (sizes_tx, mut sizes) = mpsc::unbounded_channel::<usize>();
         let (gate_tx, gate) = tokio::sync::watch::channel(false);
-        let tx = spawn(
+        let queue: Queue<u32, u32> = Queue::start(
             1,
             3,
-            |_: &oneshot::Sender<()>| 1,
-            move |batch| {
+            |_| 1,
+            move |batch: Vec<Job<u32, u32>>| {
                 let sizes_tx = sizes_tx.clone();
                 let mut gate = gate.clone();
                 async move {
                     // Hold the first batch until every job is queued.
                     let _ = gate.wait_for(|open| *open).await;
                     sizes_tx.send(batch.len()).unwrap();
-                    for reply in batch {
-                        let _ = reply.send(());
-                    }
+                    let doubled = batch.iter().map(|j| j.input * 2).collect();
+                    answer_all(batch, Ok(doubled));
                 }
             },
         );
-        let mut answers = Vec::new();
-        for _ in 0..5 {
-            let (reply, answer) = oneshot::channel();
-            tx.send(reply).await.unwrap();
-            answers.push(answer);
-        }
+        let calls: Vec<_> = (0..5u32)
+            .map(|i| {
+                let q = queue.clone();
+                tokio::spawn(async move { (i, q.call(i).await.unwrap()) })
+            })
+            .collect();
+        tokio::task::yield_now().await;
         gate_tx.send(true).unwrap();
-        for a in answers {
-            a.await.unwrap();
+        for c in calls {
+            let (i, out) = c.await.unwrap();
+            assert_eq!(out, i * 2);
         }
         let mut got = Vec::new();
         while let Ok(n) = sizes.try_recv() {

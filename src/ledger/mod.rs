@@ -11,7 +11,6 @@ mod writer;
 use std::sync::Arc;
 
 use sqlx::AnyConnection;
-use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::clock::SharedClock;
@@ -27,7 +26,7 @@ const MAX_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct Ledger {
     inner: Arc<Inner>,
-    queue: mpsc::Sender<writer::Job>,
+    queue: writer::Queue,
 }
 
 pub(crate) struct Inner {
@@ -95,11 +94,7 @@ impl Ledger {
             }
             return Ok((tally, HookCounts::default()));
         }
-        let (reply, answer) = oneshot::channel();
-        let job = writer::Job { events, reply };
-        let closed = || StoreError::from(sqlx::Error::PoolClosed);
-        self.queue.send(job).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.queue.call(events).await
     }
 
     /// Counts messages whose send hook did not come within the grace period, as

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::{HookCounts, Inner, StoreError};
@@ -16,51 +15,32 @@ use crate::{group_commit, store};
 /// Events taken into one transaction, at most (one request is never split).
 const MAX_BATCH_EVENTS: usize = 1_000;
 
-pub(super) type Reply = Result<(Tally, HookCounts), StoreError>;
-
-pub(super) struct Job {
-    pub events: Vec<Event>,
-    pub reply: oneshot::Sender<Reply>,
-}
+/// A request's events in; what to count for it out.
+pub(super) type Queue = group_commit::Queue<Vec<Event>, (Tally, HookCounts)>;
+type Job = group_commit::Job<Vec<Event>, (Tally, HookCounts)>;
 
 /// Starts `writers` tasks sharing one queue.
-pub(super) fn spawn(inner: Arc<Inner>, writers: usize) -> mpsc::Sender<Job> {
-    group_commit::spawn(
-        writers,
-        MAX_BATCH_EVENTS,
-        |job: &Job| job.events.len(),
-        move |jobs| {
-            let inner = inner.clone();
-            async move { commit(&inner, jobs).await }
-        },
-    )
+pub(super) fn spawn(inner: Arc<Inner>, writers: usize) -> Queue {
+    Queue::start(writers, MAX_BATCH_EVENTS, Vec::len, move |jobs| {
+        let inner = inner.clone();
+        async move { commit(&inner, jobs).await }
+    })
 }
 
 async fn commit(inner: &Inner, jobs: Vec<Job>) {
-    let requests: Vec<&[Event]> = jobs.iter().map(|j| j.events.as_slice()).collect();
-    match inner.transact(&requests).await {
-        Ok(results) => {
-            for (job, result) in jobs.into_iter().zip(results) {
-                let _ = job.reply.send(Ok(result));
-            }
-        }
+    let requests: Vec<&[Event]> = jobs.iter().map(|j| j.input.as_slice()).collect();
+    let result = inner.transact(&requests).await;
+    match result {
         // The database refused a value: one request may be to blame, so each runs alone and
         // only its own caller hears of it. (Timeouts and lost connections are everyone's:
         // running the requests one by one would only multiply the wait.)
         Err(e) if jobs.len() > 1 && store::is_data_error(&e) => {
             debug!(error = %e, requests = jobs.len(), "batch failed; retrying its requests one by one");
             for job in jobs {
-                let result = inner.transact(&[job.events.as_slice()]).await;
-                let _ = job
-                    .reply
-                    .send(result.map(|mut r| r.remove(0)).map_err(StoreError::from));
+                let result = inner.transact(&[job.input.as_slice()]).await;
+                job.answer(result.map(|mut r| r.remove(0)).map_err(StoreError::from));
             }
         }
-        Err(e) => {
-            let e = StoreError::from(e);
-            for job in jobs {
-                let _ = job.reply.send(Err(e.clone()));
-            }
-        }
+        other => group_commit::answer_all(jobs, other),
     }
 }

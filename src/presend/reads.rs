@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
-
 use crate::domain::cooldown::Slot;
 use crate::domain::window::Window;
+use crate::group_commit::{answer_all, Job, Queue};
 use crate::ledger::StoreError;
 use crate::store::{queries, Db};
 
@@ -18,22 +17,17 @@ const READERS: usize = 2;
 
 #[derive(Clone)]
 pub struct StateReader {
-    queue: mpsc::Sender<Job>,
-}
-
-struct Job {
-    phone: String,
-    reply: oneshot::Sender<Result<(Window, Slot), StoreError>>,
+    queue: Queue<String, (Window, Slot)>,
 }
 
 impl StateReader {
     /// Starts the reading tasks (needs a Tokio runtime).
     pub fn new(db: Db) -> Self {
         let db = Arc::new(db);
-        let queue = crate::group_commit::spawn(
+        let queue = Queue::start(
             READERS,
             MAX_BATCH,
-            |_: &Job| 1,
+            |_| 1,
             move |jobs| {
                 let db = db.clone();
                 async move { read(&db, jobs).await }
@@ -44,19 +38,12 @@ impl StateReader {
 
     /// `phone`'s window and cooldown slot as committed now.
     pub async fn get(&self, phone: &str) -> Result<(Window, Slot), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let closed = || StoreError::from(sqlx::Error::PoolClosed);
-        let job = Job {
-            phone: phone.to_owned(),
-            reply,
-        };
-        self.queue.send(job).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.queue.call(phone.to_owned()).await
     }
 }
 
-async fn read(db: &Db, jobs: Vec<Job>) {
-    let mut phones: Vec<&str> = jobs.iter().map(|j| j.phone.as_str()).collect();
+async fn read(db: &Db, jobs: Vec<Job<String, (Window, Slot)>>) {
+    let mut phones: Vec<&str> = jobs.iter().map(|j| j.input.as_str()).collect();
     phones.sort_unstable();
     phones.dedup();
     let result = async {
@@ -64,18 +51,10 @@ async fn read(db: &Db, jobs: Vec<Job>) {
         queries::presend_states(&mut conn, &phones).await
     }
     .await;
-    match result {
-        Ok(states) => {
-            for job in jobs {
-                let state = states.get(&job.phone).copied().unwrap_or_default();
-                let _ = job.reply.send(Ok(state));
-            }
-        }
-        Err(e) => {
-            let e = StoreError::from(e);
-            for job in jobs {
-                let _ = job.reply.send(Err(e.clone()));
-            }
-        }
-    }
+    let states = result.map(|states| {
+        jobs.iter()
+            .map(|j| states.get(&j.input).copied().unwrap_or_default())
+            .collect()
+    });
+    answer_all(jobs, states);
 }

@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rand::RngCore;
-use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use crate::clock::SharedClock;
 use crate::domain::cooldown::{cooldown_ms, Slot};
+use crate::group_commit::{answer_all, Job, Queue};
 use crate::ledger::StoreError;
 use crate::settings_cache::SettingsCache;
 use crate::store::reservations::{self, Reservation, ReservationStatus};
@@ -30,18 +30,13 @@ pub type Taken = Result<Reservation, Slot>;
 
 #[derive(Clone)]
 pub struct Reserver {
-    queue: mpsc::Sender<Job>,
+    queue: Queue<String, Taken>,
 }
 
 struct Inner {
     db: Db,
     settings: Arc<SettingsCache>,
     clock: SharedClock,
-}
-
-struct Job {
-    phone: String,
-    reply: oneshot::Sender<Result<Taken, StoreError>>,
 }
 
 impl Reserver {
@@ -52,10 +47,10 @@ impl Reserver {
             settings,
             clock,
         });
-        let queue = crate::group_commit::spawn(
+        let queue = Queue::start(
             1,
             MAX_BATCH,
-            |_: &Job| 1,
+            |_| 1,
             move |jobs| {
                 let inner = inner.clone();
                 async move { inner.commit(jobs).await }
@@ -67,20 +62,13 @@ impl Reserver {
     /// Takes `phone`'s slot for a new reservation, once the batch is durable. The
     /// cooldown in force when the batch runs sets the reservation's expiry.
     pub async fn reserve(&self, phone: &str) -> Result<Taken, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let closed = || StoreError::from(sqlx::Error::PoolClosed);
-        let job = Job {
-            phone: phone.to_owned(),
-            reply,
-        };
-        self.queue.send(job).await.map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.queue.call(phone.to_owned()).await
     }
 }
 
 impl Inner {
-    async fn commit(&self, jobs: Vec<Job>) {
-        let phones: Vec<&str> = jobs.iter().map(|j| j.phone.as_str()).collect();
+    async fn commit(&self, jobs: Vec<Job<String, Taken>>) {
+        let phones: Vec<&str> = jobs.iter().map(|j| j.input.as_str()).collect();
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
@@ -91,19 +79,7 @@ impl Inner {
                 other => break other,
             }
         };
-        match result {
-            Ok(taken) => {
-                for (job, t) in jobs.into_iter().zip(taken) {
-                    let _ = job.reply.send(Ok(t));
-                }
-            }
-            Err(e) => {
-                let e = StoreError::from(e);
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
-        }
+        answer_all(jobs, result);
     }
 
     /// One transaction for a batch; one answer per phone given, in order.
