@@ -41,7 +41,7 @@ impl App {
             // SQLite allows one writer at a time: more would only queue on its lock.
             (_, Backend::Sqlite) => 1,
             (Some(n), _) => n.max(1),
-            (None, backend) => crate::ledger::default_writers(backend),
+            (None, _) => crate::ledger::DEFAULT_WRITERS,
         };
         let ledger = Ledger::new(
             db.clone(),

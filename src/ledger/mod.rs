@@ -18,7 +18,7 @@ use crate::domain::tally::Tally;
 use crate::domain::Outcome;
 use crate::events::Event;
 use crate::settings_cache::SettingsCache;
-use crate::store::{self, messages, Backend, Db};
+use crate::store::{self, messages, Db};
 
 /// How often a transaction that lost a deadlock is run again before giving up (503).
 const MAX_ATTEMPTS: usize = 5;
@@ -54,14 +54,12 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Writers per process: one. SQLite has one writer at a time anyway. On Postgres one
+/// Writers per process unless `--db-writers` says otherwise (SQLite always has one). One
 /// writer makes the largest batches: requests that arrive during a commit wait for the
 /// next one, and each statement serves them all. Four writers overlapped their fsyncs
 /// but needed 1.6–1.9× the CPU per event for less throughput (BENCHMARKS.md); more
-/// writers still help when commits are slow and the CPU is idle (`--db-writers`).
-pub fn default_writers(_backend: Backend) -> usize {
-    1
-}
+/// writers can still help when commits are slow and the CPU is idle.
+pub const DEFAULT_WRITERS: usize = 1;
 
 impl Ledger {
     /// Starts the writer tasks (needs a Tokio runtime).

@@ -2,8 +2,6 @@
 //! one, which fetches every waiting phone's window and slot in one query. A busy exporter
 //! makes one round trip per batch rather than one per check.
 
-use std::sync::Arc;
-
 use crate::domain::cooldown::Slot;
 use crate::domain::window::Window;
 use crate::group_commit::{answer_all, Job, Queue};
@@ -23,7 +21,6 @@ pub struct StateReader {
 impl StateReader {
     /// Starts the reading tasks (needs a Tokio runtime).
     pub fn new(db: Db) -> Self {
-        let db = Arc::new(db);
         let queue = Queue::start(
             READERS,
             MAX_BATCH,
