@@ -6,7 +6,7 @@
 //! others lose to it; across batches and replicas the conditional upsert decides, as for
 //! single reservations, so of any number of concurrent takers exactly one wins.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rand::RngCore;
@@ -91,17 +91,11 @@ impl Inner {
         for (i, phone) in phones.iter().enumerate() {
             first.entry(phone).or_insert(i);
         }
-        let ids: BTreeMap<&str, String> = first.keys().map(|p| (*p, new_id())).collect();
-        let holds: Vec<(&str, &str)> = ids.iter().map(|(p, id)| (*p, id.as_str())).collect();
-
-        let mut w = self.db.begin_write().await?;
-        let won = reservations::take_many(&mut w.tx, &holds, now, cooldown).await?;
-        let made: BTreeMap<&str, Reservation> = ids
-            .iter()
-            .filter(|(phone, _)| won.contains(**phone))
-            .map(|(phone, id)| {
+        let mut made: BTreeMap<&str, Reservation> = first
+            .keys()
+            .map(|phone| {
                 let r = Reservation {
-                    id: id.clone(),
+                    id: new_id(),
                     phone: (*phone).to_owned(),
                     created_ms: now,
                     expires_ms: now + cooldown,
@@ -111,29 +105,29 @@ impl Inner {
                 (*phone, r)
             })
             .collect();
-        let rows: Vec<Reservation> = made.values().cloned().collect();
+        let holds: Vec<(&str, &str)> = made.iter().map(|(p, r)| (*p, r.id.as_str())).collect();
+
+        let mut w = self.db.begin_write().await?;
+        let won = reservations::take_many(&mut w.tx, &holds, now, cooldown).await?;
+        made.retain(|phone, _| won.contains(*phone));
+        let rows: Vec<&Reservation> = made.values().collect();
         reservations::insert_many(&mut w.tx, &rows, now).await?;
-        let lost: Vec<&str> = first
-            .keys()
-            .copied()
-            .filter(|p| !made.contains_key(p))
-            .chain(
-                // Later checks of a phone whose first check won see the new hold.
-                phones
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, p)| first[**p] != *i && made.contains_key(**p))
-                    .map(|(_, p)| *p),
-            )
-            .collect();
-        let slots = reservations::slots(&mut w.tx, &lost).await?;
+        // Every check without a reservation is answered with its phone's slot as the
+        // batch leaves it (held by another caller, or by this batch's first check).
+        let slots = if made.len() < phones.len() {
+            let all: Vec<&str> = first.keys().copied().collect();
+            reservations::slots(&mut w.tx, &all).await?
+        } else {
+            HashMap::new()
+        };
         w.commit().await?;
 
         Ok(phones
             .iter()
             .enumerate()
-            .map(|(i, phone)| match made.get(phone) {
-                Some(r) if first[phone] == i => Ok(r.clone()),
+            .map(|(i, phone)| match made.remove(phone) {
+                // The winner's own check is the phone's first; later ones see its hold.
+                Some(r) if first[phone] == i => Ok(r),
                 _ => Err(slots.get(*phone).copied().unwrap_or_default()),
             })
             .collect())

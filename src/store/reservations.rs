@@ -1,7 +1,8 @@
 //! `cooldowns` and `reservations`: the per-phone template slot and the reservations that
-//! take it. Every write touches `cooldowns` (in phone order when several) before
-//! `reservations`, so that two transactions never wait on each other's rows in opposite
-//! orders.
+//! take it. Every write touches `cooldowns` before `reservations`, and multi-row upserts
+//! of `cooldowns` go in phone order, so that two transactions rarely wait on each other's
+//! rows in opposite orders. (Ending the holds of a batch of send hooks goes by hold id,
+//! in no set order; a deadlock there is detected by Postgres and the batch runs again.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -146,7 +147,7 @@ pub async fn take_many(
 /// Stores new reservations (ids are fresh, so nothing conflicts).
 pub async fn insert_many(
     conn: &mut AnyConnection,
-    rs: &[Reservation],
+    rs: &[&Reservation],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     for chunk in rs.chunks(CHUNK) {
