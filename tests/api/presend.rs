@@ -451,6 +451,30 @@ async fn one_request_of_hooks_sets_each_phones_cooldown(backend: Backend) {
     assert_eq!(r["status"], "confirmed");
 }
 
+/// Two hooks of one request naming one reservation: the first decides it (here a failed
+/// send, so it is released), and the later successful one still starts the cooldown.
+async fn the_first_hook_naming_a_reservation_decides_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let now = app.now_ms();
+    let held = check(&app, reserve(OPEN)).await;
+    let id = held["reservation"]["id"].as_str().unwrap().to_owned();
+    let mut failed = crate::helpers::template_hook("wamid.f1", OPEN, "t", "utility", now);
+    failed["reservation_id"] = json!(id);
+    failed["error"] = json!({"code": 131047, "title": "Re-engagement message"});
+    let mut sent = crate::helpers::template_hook("wamid.f2", OPEN, "t", "utility", now + 1_000);
+    sent["reservation_id"] = json!(id);
+    hook(&app, json!([failed, sent])).await;
+    let (_, r) = delete(&app, &format!("/v1/reservations/{id}")).await;
+    assert_eq!(r["status"], "released", "{r}");
+    let after = check(&app, template(OPEN, "utility")).await;
+    assert_eq!(
+        after["rate_limit"]["last_template_sent_at"],
+        rfc3339(now + 1_000)
+    );
+    assert_eq!(after["blocked_reason"], "rate_limited");
+}
+
 /// Concurrent checks share reads and reservation transactions: each still gets its own
 /// phone's answer, and of the checks reserving one phone exactly one wins.
 async fn concurrent_checks_each_get_their_own_phones_answer(backend: Backend) {
@@ -499,6 +523,7 @@ async fn concurrent_checks_each_get_their_own_phones_answer(backend: Backend) {
 }
 
 on_both_backends!(
+    the_first_hook_naming_a_reservation_decides_it,
     concurrent_checks_each_get_their_own_phones_answer,
     one_request_of_hooks_sets_each_phones_cooldown,
     cost_matrix,
