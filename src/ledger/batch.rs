@@ -1,5 +1,6 @@
-//! One transaction over a batch of requests: lock every row the batch touches in one
-//! order, apply the pure rules in memory request by request, write the rows back.
+//! One transaction over a batch of requests: read every row the batch touches, apply the
+//! pure rules in memory request by request, write the rows back only where they are
+//! unchanged since read (else the batch runs again, with its rows locked in one order).
 //! A handful of statements per batch, whatever its size.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,7 +22,10 @@ type MessageKey = (Provider, String);
 /// The rows of one batch, locked and loaded.
 struct Rows {
     messages: HashMap<MessageKey, MessageState>,
+    /// The row version each message was read at (`None`: not stored yet).
+    versions: HashMap<MessageKey, Option<i64>>,
     sessions: HashMap<String, SessionState>,
+    session_versions: HashMap<String, Option<i64>>,
     /// Inbound messages stored for the first time by this batch, not yet claimed by an event.
     new_inbound: HashSet<(String, String)>,
     dirty_messages: HashSet<MessageKey>,
@@ -33,6 +37,10 @@ struct Rows {
 }
 
 pub(super) struct Context<'a> {
+    /// Lock the batch's messages and sessions as they are read. The first run of a batch
+    /// reads them without locks and writes them back only if unchanged; a run after a
+    /// lost race locks them, so that it cannot lose again.
+    pub lock_rows: bool,
     pub now: i64,
     pub grace_ms: i64,
     pub settings: &'a Settings,
@@ -54,23 +62,24 @@ pub(super) async fn apply(
         }
         out.push((tally, hooks));
     }
-    let dirty: Vec<&MessageState> = rows
+    let dirty: Vec<(&MessageState, Option<i64>)> = rows
         .dirty_messages
         .iter()
-        .map(|k| &rows.messages[k])
+        .map(|k| (&rows.messages[k], rows.versions[k]))
         .collect();
     messages::save_many(conn, &dirty, cx.now).await?;
-    let dirty: Vec<&SessionState> = rows
+    let dirty: Vec<(&SessionState, Option<i64>)> = rows
         .dirty_sessions
         .iter()
-        .map(|p| &rows.sessions[p])
+        .map(|p| (&rows.sessions[p], rows.session_versions[p]))
         .collect();
     sessions::save_many(conn, &dirty, cx.now).await?;
     reservations::apply_hooks(conn, &rows.templates, &rows.settlements, cx.now).await?;
     Ok(out)
 }
 
-/// Locks messages (sorted), then sessions (sorted), and stores inbound messages.
+/// Reads (or locks) messages in key order, then sessions in phone order, and stores
+/// inbound messages.
 async fn load(
     conn: &mut AnyConnection,
     requests: &[&[Event]],
@@ -86,14 +95,21 @@ async fn load(
         .collect();
     keys.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
     keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-    let messages: HashMap<MessageKey, MessageState> =
-        messages::lock_or_create_many(conn, &keys, cx.now)
-            .await?
-            .into_iter()
-            .map(|m| ((m.provider, m.message_id.clone()), m))
-            .collect();
+    let loaded = if cx.lock_rows {
+        messages::lock_or_create_many(conn, &keys, cx.now).await?
+    } else {
+        messages::read_many(conn, &keys, cx.now).await?
+    };
+    let mut messages = HashMap::with_capacity(loaded.len());
+    let mut versions = HashMap::with_capacity(loaded.len());
+    for (m, version) in loaded {
+        let key = (m.provider, m.message_id.clone());
+        versions.insert(key.clone(), version);
+        messages.insert(key, m);
+    }
 
     let mut sessions = HashMap::new();
+    let mut session_versions = HashMap::new();
     if cx.settings.session_tracking_enabled {
         // An outbound message touches its session once, when it is first linked: later
         // statuses leave the session row alone, so it is neither locked nor rewritten.
@@ -119,7 +135,13 @@ async fn load(
             .collect();
         phones.sort_unstable();
         phones.dedup();
-        for s in sessions::lock_or_create_many(conn, &phones, cx.now).await? {
+        let loaded = if cx.lock_rows {
+            sessions::lock_or_create_many(conn, &phones, cx.now).await?
+        } else {
+            sessions::read_many(conn, &phones, cx.now).await?
+        };
+        for (s, version) in loaded {
+            session_versions.insert(s.phone.clone(), version);
             sessions.insert(s.phone.clone(), s);
         }
     }
@@ -137,7 +159,9 @@ async fn load(
     };
     Ok(Rows {
         messages,
+        versions,
         sessions,
+        session_versions,
         new_inbound,
         dirty_messages: HashSet::new(),
         dirty_sessions: HashSet::new(),

@@ -20,7 +20,8 @@ use crate::events::Event;
 use crate::settings_cache::SettingsCache;
 use crate::store::{self, messages, Db};
 
-/// How often a transaction that lost a deadlock is run again before giving up (503).
+/// How often a transaction that lost a race or a deadlock is run again before giving up
+/// (503).
 const MAX_ATTEMPTS: usize = 5;
 
 #[derive(Clone)]
@@ -115,12 +116,12 @@ impl Ledger {
         let mut settled = Vec::with_capacity(keys.len());
         for (provider, id) in &keys {
             let conn: &mut AnyConnection = &mut w.tx;
-            if let Some(mut m) = messages::lock_pending(conn, provider, id).await? {
+            if let Some((mut m, version)) = messages::lock_pending(conn, provider, id).await? {
                 m.settle(now, inner.grace_ms, &settings, &mut tally);
-                settled.push(m);
+                settled.push((m, version));
             }
         }
-        let refs: Vec<_> = settled.iter().collect();
+        let refs: Vec<_> = settled.iter().map(|(m, v)| (m, *v)).collect();
         messages::save_many(&mut w.tx, &refs, now).await?;
         match w.commit().await {
             Ok(()) => Ok(tally),
@@ -133,7 +134,8 @@ impl Ledger {
 }
 
 impl Inner {
-    /// One transaction over `requests`, run again when it loses a deadlock.
+    /// One transaction over `requests`, run again (with its messages locked) when it loses
+    /// a race for a row or a deadlock.
     async fn transact(
         &self,
         requests: &[&[Event]],
@@ -143,6 +145,7 @@ impl Inner {
             attempt += 1;
             let settings = self.settings.get();
             let cx = batch::Context {
+                lock_rows: attempt > 1,
                 now: self.clock.now_ms(),
                 grace_ms: self.grace_ms,
                 settings: &settings,
@@ -156,7 +159,7 @@ impl Inner {
             .await;
             match result {
                 Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => {
-                    debug!(attempt, error = %e, "transaction lost a deadlock; running it again");
+                    debug!(attempt, error = %e, "transaction lost a race; running it again");
                 }
                 other => return other,
             }

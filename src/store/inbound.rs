@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use sqlx::{AnyConnection, Row};
 
-use super::messages::placeholders;
+use super::placeholders::placeholders;
 
 use crate::events::{InboundMessage, WebhookError};
 

@@ -1,8 +1,13 @@
-//! `outbound_messages`: one row per outbound message, read and written whole under a
-//! row lock taken by a locking upsert.
+//! `outbound_messages`: one row per outbound message, read whole and written back whole,
+//! the write conditional on the row's version being the one read.
 
+use std::collections::HashMap;
+
+use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+
+use super::json_rows::{self, backend_of, Statement};
 
 use crate::domain::category::Category;
 use crate::domain::message::{Hook, Labels, MessageError, MessageState, Observed};
@@ -11,114 +16,10 @@ use crate::domain::pricing::MetaPricing;
 use crate::domain::status::StatusSet;
 use crate::domain::{Channel, Provider};
 
-const COLUMNS: &str = "provider, message_id, channel, phone, hook_seen, is_template, template_name, \
-    category, sent_at_ms, reservation_id, first_seen_ms, seen_mask, counted_mask, observed_mask, \
-    accepted_ms, sent_ms, delivered_ms, read_ms, failed_ms, pricing_type, pricing_category, \
-    pricing_billable, has_pricing, error_code, error_title, error_message, error_details, \
-    label_fixed, label_template, label_category, window_open_at_send, cost, cost_category, currency";
-
-/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
-const CHUNK: usize = 200;
-
-/// Creates each row if absent and locks it either way (the `DO UPDATE` takes the row lock
-/// on Postgres; SQLite writers are already serialised), returning the current states.
-/// Keys are locked in the order given: callers sort them, so that concurrent
-/// transactions lock in one order and cannot deadlock on messages. (A locking read after
-/// `DO NOTHING` measured slower than this no-op write: the bump touches no indexed
-/// column, so Postgres keeps it a HOT update.)
-pub async fn lock_or_create_many(
-    conn: &mut AnyConnection,
-    keys: &[(Provider, &str, Channel)],
-    now_ms: i64,
-) -> Result<Vec<MessageState>, sqlx::Error> {
-    let mut out = Vec::with_capacity(keys.len());
-    for chunk in keys.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO outbound_messages (provider, message_id, channel, first_seen_ms, updated_ms) \
-             VALUES {} ON CONFLICT (provider, message_id) DO UPDATE SET version = outbound_messages.version + 1 \
-             RETURNING {COLUMNS}",
-            placeholders(chunk.len(), 5)
-        );
-        let mut q = sqlx::query(&sql);
-        for (provider, id, channel) in chunk {
-            q = q
-                .bind(provider.as_str())
-                .bind(*id)
-                .bind(channel.as_str())
-                .bind(now_ms)
-                .bind(now_ms);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            out.push(from_row(&row)?);
-        }
-    }
-    Ok(out)
-}
-
-/// `($1, $2, …), ($k, …)` for `rows` rows of `cols` parameters.
-pub fn placeholders(rows: usize, cols: usize) -> String {
-    placeholders_after(0, rows, cols)
-}
-
-/// [`placeholders`] numbered from `$skip + 1`, for statements whose first parameters are
-/// shared by every row.
-pub fn placeholders_after(skip: usize, rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        s.push_str(if r == 0 { "(" } else { ", (" });
-        for c in 0..cols {
-            if c > 0 {
-                s.push_str(", ");
-            }
-            s.push('$');
-            s.push_str(&(skip + r * cols + c + 1).to_string());
-        }
-        s.push(')');
-    }
-    s
-}
-
-/// Locks a message that is still waiting for attribution; `None` if another replica
-/// settled it first (or it is gone).
-pub async fn lock_pending(
-    conn: &mut AnyConnection,
-    provider: &str,
-    message_id: &str,
-) -> Result<Option<MessageState>, sqlx::Error> {
-    let sql = format!(
-        "UPDATE outbound_messages SET version = version + 1 \
-         WHERE provider = $1 AND message_id = $2 AND label_fixed = 0 RETURNING {COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(provider)
-        .bind(message_id)
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(from_row).transpose()
-}
-
-/// Messages whose grace period ended before `cutoff_ms` with statuses still uncounted.
-pub async fn pending_before(
-    conn: &mut AnyConnection,
-    cutoff_ms: i64,
-    limit: i64,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT provider, message_id FROM outbound_messages \
-         WHERE label_fixed = 0 AND first_seen_ms <= $1 AND seen_mask <> 0 \
-         ORDER BY first_seen_ms LIMIT $2",
-    )
-    .bind(cutoff_ms)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
-}
-
-/// Columns written back by [`save_many`]: all but the key and `first_seen_ms`.
-const MUTABLE: [&str; 32] = [
+/// The columns a message is read from, in [`from_row`]'s terms.
+const COLUMNS: [&str; 34] = [
+    "provider",
+    "message_id",
     "channel",
     "phone",
     "hook_seen",
@@ -127,6 +28,7 @@ const MUTABLE: [&str; 32] = [
     "category",
     "sent_at_ms",
     "reservation_id",
+    "first_seen_ms",
     "seen_mask",
     "counted_mask",
     "observed_mask",
@@ -150,75 +52,305 @@ const MUTABLE: [&str; 32] = [
     "cost",
     "cost_category",
     "currency",
+];
+
+/// A message as read, and the row version its write-back must still find: `None` when
+/// there was no row, so the write-back inserts one.
+pub type Loaded = (MessageState, Option<i64>);
+
+/// The key fields of a batch's messages, as [`json_rows`] sends them.
+#[derive(Serialize)]
+struct KeyRow<'a> {
+    provider: &'a str,
+    message_id: &'a str,
+    channel: &'a str,
+    first_seen_ms: i64,
+    updated_ms: i64,
+}
+
+fn key_rows<'a>(keys: &[(Provider, &'a str, Channel)], now_ms: i64) -> String {
+    let rows: Vec<KeyRow<'a>> = keys
+        .iter()
+        .map(|(provider, id, channel)| KeyRow {
+            provider: provider.as_str(),
+            message_id: id,
+            channel: channel.as_str(),
+            first_seen_ms: now_ms,
+            updated_ms: now_ms,
+        })
+        .collect();
+    json_rows::encode(&rows)
+}
+
+const KEY_COLUMNS: [&str; 5] = [
+    "provider",
+    "message_id",
+    "channel",
+    "first_seen_ms",
     "updated_ms",
 ];
 
-/// Writes messages back (rows locked earlier in the transaction) with one multi-row
-/// upsert per chunk: a round trip per batch rather than per event.
+static READ: Statement = Statement::new(|backend| {
+    format!(
+        "SELECT {}, m.version FROM {} JOIN outbound_messages AS m \
+         ON m.provider = v.provider AND m.message_id = v.message_id",
+        json_rows::prefixed("m", &COLUMNS),
+        json_rows::source(backend, "outbound_messages", &KEY_COLUMNS)
+    )
+});
+
+/// Reads the stored state of each key without locking it; absent keys come back as new
+/// messages. The write-back ([`save_many`]) then fails with a [`WriteConflict`] if
+/// another transaction changed one of them meanwhile, and the batch runs again: the
+/// common case pays one read and one write per message, no lock round trip.
+pub async fn read_many(
+    conn: &mut AnyConnection,
+    keys: &[(Provider, &str, Channel)],
+    now_ms: i64,
+) -> Result<Vec<Loaded>, sqlx::Error> {
+    let rows = sqlx::query(READ.sql(backend_of(conn)))
+        .bind(key_rows(keys, now_ms))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut found: HashMap<(Provider, String), Loaded> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let m = from_row(row)?;
+        let version = row.try_get::<i64, _>("version")?;
+        found.insert((m.provider, m.message_id.clone()), (m, Some(version)));
+    }
+    Ok(keys
+        .iter()
+        .map(|(provider, id, channel)| {
+            found
+                .remove(&(*provider, (*id).to_owned()))
+                .unwrap_or_else(|| {
+                    (
+                        MessageState::new(*provider, (*id).to_owned(), *channel, now_ms),
+                        None,
+                    )
+                })
+        })
+        .collect())
+}
+
+static LOCK: Statement = Statement::new(|backend| {
+    format!(
+        "INSERT INTO outbound_messages (provider, message_id, channel, first_seen_ms, updated_ms) \
+         SELECT v.provider, v.message_id, v.channel, v.first_seen_ms, v.updated_ms FROM {} WHERE true \
+         ON CONFLICT (provider, message_id) DO UPDATE SET version = outbound_messages.version + 1 \
+         RETURNING {}, version",
+        json_rows::source(backend, "outbound_messages", &KEY_COLUMNS),
+        COLUMNS.join(", ")
+    )
+});
+
+/// Creates each row if absent and locks it either way (the `DO UPDATE` takes the row lock
+/// on Postgres; SQLite writers are already serialised), returning the current states.
+/// Keys are locked in the order given: callers sort them, so that concurrent
+/// transactions lock in one order and cannot deadlock on messages. Used when a batch
+/// runs again after losing a race, so that it cannot lose the next one.
+pub async fn lock_or_create_many(
+    conn: &mut AnyConnection,
+    keys: &[(Provider, &str, Channel)],
+    now_ms: i64,
+) -> Result<Vec<Loaded>, sqlx::Error> {
+    let rows = sqlx::query(LOCK.sql(backend_of(conn)))
+        .bind(key_rows(keys, now_ms))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| Ok((from_row(row)?, Some(row.try_get::<i64, _>("version")?))))
+        .collect()
+}
+
+static LOCK_PENDING: Statement = Statement::new(|_| {
+    format!(
+        "UPDATE outbound_messages SET version = version + 1 \
+         WHERE provider = $1 AND message_id = $2 AND label_fixed = 0 RETURNING {}, version",
+        COLUMNS.join(", ")
+    )
+});
+
+/// Locks a message that is still waiting for attribution; `None` if another replica
+/// settled it first (or it is gone).
+pub async fn lock_pending(
+    conn: &mut AnyConnection,
+    provider: &str,
+    message_id: &str,
+) -> Result<Option<Loaded>, sqlx::Error> {
+    let row = sqlx::query(LOCK_PENDING.sql(backend_of(conn)))
+        .bind(provider)
+        .bind(message_id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| Ok((from_row(&row)?, Some(row.try_get::<i64, _>("version")?))))
+        .transpose()
+}
+
+/// Messages whose grace period ended before `cutoff_ms` with statuses still uncounted.
+pub async fn pending_before(
+    conn: &mut AnyConnection,
+    cutoff_ms: i64,
+    limit: i64,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT provider, message_id FROM outbound_messages \
+         WHERE label_fixed = 0 AND first_seen_ms <= $1 AND seen_mask <> 0 \
+         ORDER BY first_seen_ms LIMIT $2",
+    )
+    .bind(cutoff_ms)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+/// A message as [`save_many`] writes it: the table's columns, by name.
+#[derive(Serialize)]
+struct StoredRow<'a> {
+    provider: &'a str,
+    message_id: &'a str,
+    channel: &'a str,
+    phone: &'a str,
+    hook_seen: i64,
+    is_template: i64,
+    template_name: &'a str,
+    category: &'a str,
+    sent_at_ms: i64,
+    reservation_id: &'a str,
+    first_seen_ms: i64,
+    seen_mask: i64,
+    counted_mask: i64,
+    observed_mask: i64,
+    accepted_ms: i64,
+    sent_ms: i64,
+    delivered_ms: i64,
+    read_ms: i64,
+    failed_ms: i64,
+    pricing_type: &'a str,
+    pricing_category: &'a str,
+    pricing_billable: i64,
+    has_pricing: i64,
+    error_code: &'a str,
+    error_title: &'a str,
+    error_message: &'a str,
+    error_details: &'a str,
+    label_fixed: i64,
+    label_template: &'a str,
+    label_category: &'a str,
+    window_open_at_send: i64,
+    cost: f64,
+    cost_category: &'a str,
+    currency: &'a str,
+    /// The version read; the write-back finds the row only if it still has it.
+    version: i64,
+    updated_ms: i64,
+}
+
+impl<'a> StoredRow<'a> {
+    fn new(m: &'a MessageState, version: i64, now_ms: i64) -> Self {
+        let hook = m.hook.as_ref();
+        let pricing = m.pricing.as_ref();
+        let error = m.error.as_ref();
+        let labels = m.labels.as_ref();
+        Self {
+            provider: m.provider.as_str(),
+            message_id: &m.message_id,
+            channel: m.channel.as_str(),
+            phone: m.phone.as_ref().map_or("", Phone::as_str),
+            hook_seen: i64::from(hook.is_some()),
+            is_template: i64::from(hook.is_some_and(|h| h.is_template)),
+            template_name: hook.map_or("", |h| h.template.as_str()),
+            category: hook.and_then(|h| h.category).map_or("", Category::as_str),
+            sent_at_ms: hook.map_or(0, |h| h.sent_at_ms),
+            reservation_id: &m.reservation_id,
+            first_seen_ms: m.first_seen_ms,
+            seen_mask: m.seen.bits(),
+            counted_mask: m.counted.bits(),
+            observed_mask: m.observed.0,
+            accepted_ms: m.times[0],
+            sent_ms: m.times[1],
+            delivered_ms: m.times[2],
+            read_ms: m.times[3],
+            failed_ms: m.times[4],
+            pricing_type: pricing.and_then(|p| p.kind.as_deref()).unwrap_or(""),
+            pricing_category: pricing.and_then(|p| p.category.as_deref()).unwrap_or(""),
+            pricing_billable: pricing.and_then(|p| p.billable).map_or(-1, i64::from),
+            has_pricing: i64::from(pricing.is_some()),
+            error_code: error.map_or("", |e| e.code.as_str()),
+            error_title: error.map_or("", |e| e.title.as_str()),
+            error_message: error.map_or("", |e| e.message.as_str()),
+            error_details: error.map_or("", |e| e.details.as_str()),
+            label_fixed: i64::from(labels.is_some()),
+            label_template: labels.map_or("", |l| l.template.as_str()),
+            label_category: labels.and_then(|l| l.category).map_or("", Category::as_str),
+            window_open_at_send: i64::from(m.window_open_at_send),
+            cost: m.cost,
+            cost_category: m.cost_category.map_or("", Category::as_str),
+            currency: &m.currency,
+            version,
+            updated_ms: now_ms,
+        }
+    }
+}
+
+/// [`StoredRow`]'s fields beyond [`COLUMNS`].
+const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
+
+fn stored_columns() -> Vec<&'static str> {
+    COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
+}
+
+static UPDATE: Statement = Statement::new(|backend| {
+    let set: Vec<String> = COLUMNS
+        .iter()
+        .chain(&["updated_ms"])
+        .filter(|c| !matches!(**c, "provider" | "message_id" | "first_seen_ms"))
+        .map(|c| format!("{c} = v.{c}"))
+        .collect();
+    format!(
+        "UPDATE outbound_messages AS m SET {}, version = m.version + 1 FROM {} \
+         WHERE m.provider = v.provider AND m.message_id = v.message_id AND m.version = v.version",
+        set.join(", "),
+        json_rows::source(backend, "outbound_messages", &stored_columns())
+    )
+});
+
+static INSERT: Statement = Statement::new(|backend| {
+    let cols: Vec<&str> = COLUMNS.iter().chain(&["updated_ms"]).copied().collect();
+    format!(
+        "INSERT INTO outbound_messages ({}) SELECT {} FROM {} WHERE true \
+         ON CONFLICT (provider, message_id) DO NOTHING",
+        cols.join(", "),
+        json_rows::prefixed("v", &cols),
+        json_rows::source(backend, "outbound_messages", &stored_columns())
+    )
+});
+
+/// Writes messages back: one update of the rows that existed when read, one insert of
+/// those that did not, whatever the batch size; a row changed or created meanwhile is a
+/// [`super::WriteConflict`] (see [`json_rows::write_back`]).
 pub async fn save_many(
     conn: &mut AnyConnection,
-    messages: &[&MessageState],
+    messages: &[(&MessageState, Option<i64>)],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    for chunk in messages.chunks(CHUNK) {
-        let cols = 3 + MUTABLE.len();
-        let set: Vec<String> = MUTABLE
+    let rows = |new: bool| -> Vec<StoredRow> {
+        messages
             .iter()
-            .map(|c| format!("{c} = excluded.{c}"))
-            .collect();
-        let sql = format!(
-            "INSERT INTO outbound_messages (provider, message_id, first_seen_ms, {}) VALUES {} \
-             ON CONFLICT (provider, message_id) DO UPDATE SET {}",
-            MUTABLE.join(", "),
-            placeholders(chunk.len(), cols),
-            set.join(", ")
-        );
-        let mut q = sqlx::query(&sql);
-        for m in chunk {
-            let hook = m.hook.as_ref();
-            let pricing = m.pricing.as_ref();
-            let error = m.error.as_ref();
-            let labels = m.labels.as_ref();
-            q = q
-                .bind(m.provider.as_str())
-                .bind(m.message_id.as_str())
-                .bind(m.first_seen_ms)
-                .bind(m.channel.as_str())
-                .bind(m.phone.as_ref().map_or("", Phone::as_str))
-                .bind(i64::from(hook.is_some()))
-                .bind(i64::from(hook.is_some_and(|h| h.is_template)))
-                .bind(hook.map_or("", |h| h.template.as_str()))
-                .bind(hook.and_then(|h| h.category).map_or("", Category::as_str))
-                .bind(hook.map_or(0, |h| h.sent_at_ms))
-                .bind(m.reservation_id.as_str())
-                .bind(m.seen.bits())
-                .bind(m.counted.bits())
-                .bind(m.observed.0)
-                .bind(m.times[0])
-                .bind(m.times[1])
-                .bind(m.times[2])
-                .bind(m.times[3])
-                .bind(m.times[4])
-                .bind(pricing.and_then(|p| p.kind.as_deref()).unwrap_or(""))
-                .bind(pricing.and_then(|p| p.category.as_deref()).unwrap_or(""))
-                .bind(pricing.and_then(|p| p.billable).map_or(-1, i64::from))
-                .bind(i64::from(pricing.is_some()))
-                .bind(error.map_or("", |e| e.code.as_str()))
-                .bind(error.map_or("", |e| e.title.as_str()))
-                .bind(error.map_or("", |e| e.message.as_str()))
-                .bind(error.map_or("", |e| e.details.as_str()))
-                .bind(i64::from(labels.is_some()))
-                .bind(labels.map_or("", |l| l.template.as_str()))
-                .bind(labels.and_then(|l| l.category).map_or("", Category::as_str))
-                .bind(i64::from(m.window_open_at_send))
-                .bind(m.cost)
-                .bind(m.cost_category.map_or("", Category::as_str))
-                .bind(m.currency.as_str())
-                .bind(now_ms);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
+            .filter(|(_, v)| v.is_none() == new)
+            .map(|(m, v)| StoredRow::new(m, v.unwrap_or(0), now_ms))
+            .collect()
+    };
+    json_rows::write_back(
+        conn,
+        "outbound_messages",
+        (&UPDATE, &rows(false)),
+        (&INSERT, &rows(true)),
+    )
+    .await
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -295,12 +427,23 @@ fn from_row(r: &AnyRow) -> Result<MessageState, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{placeholders, placeholders_after};
+    use super::{stored_columns, StoredRow};
+    use crate::domain::message::MessageState;
+    use crate::domain::{Channel, Provider};
 
     #[test]
-    fn placeholders_number_rows_of_parameters_in_order() {
-        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(1, 1), "($1)");
-        assert_eq!(placeholders_after(1, 2, 2), "($2, $3), ($4, $5)");
+    fn a_stored_row_names_exactly_the_columns_the_statements_write() {
+        let m = MessageState::new(Provider::Meta, "wamid.x".into(), Channel::Whatsapp, 1);
+        let json = serde_json::to_value(StoredRow::new(&m, 0, 1)).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut columns = stored_columns();
+        keys.sort_unstable();
+        columns.sort_unstable();
+        assert_eq!(keys, columns);
     }
 }

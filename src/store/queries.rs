@@ -12,7 +12,7 @@ use sqlx::{AnyConnection, Row};
 use crate::domain::cooldown::Slot;
 use crate::domain::session::SessionState;
 use crate::domain::window::{Window, WINDOW_MS};
-use crate::store::messages::placeholders;
+use crate::store::placeholders::placeholders;
 
 /// When a message's cost was counted: its delivery, or its read when no delivery came.
 const CHARGED_MS: &str = "(CASE WHEN delivered_ms > 0 THEN delivered_ms ELSE read_ms END)";

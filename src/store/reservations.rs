@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::cooldown::{free_if_anchored_before, Slot};
-use crate::store::messages::{placeholders, placeholders_after};
+use crate::store::placeholders::{placeholders, placeholders_after};
 
 /// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
 const CHUNK: usize = 200;

@@ -1,70 +1,213 @@
-//! `sessions`: one row per phone, locked and written back in bulk like messages.
+//! `sessions`: one row per phone, read and written back in bulk like messages, the write
+//! conditional on the row's version being the one read.
 
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::messages::placeholders;
+use super::json_rows::{self, backend_of, Statement};
 use crate::domain::session::SessionState;
 
-const COLUMNS: &str =
-    "phone, window_started_ms, last_inbound_ms, pending_inbound_ms, user_messages, business_messages";
-const CHUNK: usize = 500;
+const COLUMNS: [&str; 6] = [
+    "phone",
+    "window_started_ms",
+    "last_inbound_ms",
+    "pending_inbound_ms",
+    "user_messages",
+    "business_messages",
+];
 
-/// Creates and locks the sessions of `phones` (sorted by the caller, for one lock order).
+/// A session as read, and the row version its write-back must still find (`None`: no
+/// row yet).
+pub type Loaded = (SessionState, Option<i64>);
+
+/// A session as the statements send it: the table's columns, by name.
+#[derive(Serialize)]
+struct StoredRow<'a> {
+    phone: &'a str,
+    window_started_ms: i64,
+    last_inbound_ms: i64,
+    pending_inbound_ms: i64,
+    user_messages: i64,
+    business_messages: i64,
+    version: i64,
+    updated_ms: i64,
+}
+
+impl<'a> StoredRow<'a> {
+    fn new(s: &'a SessionState, version: i64, now_ms: i64) -> Self {
+        Self {
+            phone: &s.phone,
+            window_started_ms: s.window_started_ms,
+            last_inbound_ms: s.last_inbound_ms,
+            pending_inbound_ms: s.pending_inbound_ms,
+            user_messages: s.user_messages,
+            business_messages: s.business_messages,
+            version,
+            updated_ms: now_ms,
+        }
+    }
+}
+
+/// [`StoredRow`]'s fields beyond [`COLUMNS`].
+const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
+
+fn stored_columns() -> Vec<&'static str> {
+    COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
+}
+
+fn key_rows(phones: &[&str], now_ms: i64) -> String {
+    let empty = SessionState::default();
+    let rows: Vec<StoredRow> = phones
+        .iter()
+        .map(|phone| StoredRow {
+            phone,
+            ..StoredRow::new(&empty, 0, now_ms)
+        })
+        .collect();
+    json_rows::encode(&rows)
+}
+
+static READ: Statement = Statement::new(|backend| {
+    format!(
+        "SELECT {}, s.version FROM {} JOIN sessions AS s ON s.phone = v.phone",
+        json_rows::prefixed("s", &COLUMNS),
+        json_rows::source(backend, "sessions", &["phone"])
+    )
+});
+
+/// Reads the sessions of `phones` without locking them; absent phones come back as new
+/// sessions. See [`super::messages::read_many`].
+pub async fn read_many(
+    conn: &mut AnyConnection,
+    phones: &[&str],
+    now_ms: i64,
+) -> Result<Vec<Loaded>, sqlx::Error> {
+    let rows = sqlx::query(READ.sql(backend_of(conn)))
+        .bind(key_rows(phones, now_ms))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut found: HashMap<String, Loaded> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let (s, version) = from_row(row)?;
+        found.insert(s.phone.clone(), (s, version));
+    }
+    Ok(phones
+        .iter()
+        .map(|phone| {
+            found.remove(*phone).unwrap_or_else(|| {
+                let new = SessionState {
+                    phone: (*phone).to_owned(),
+                    ..SessionState::default()
+                };
+                (new, None)
+            })
+        })
+        .collect())
+}
+
+static LOCK: Statement = Statement::new(|backend| {
+    format!(
+        "INSERT INTO sessions (phone, updated_ms) SELECT v.phone, v.updated_ms FROM {} WHERE true \
+         ON CONFLICT (phone) DO UPDATE SET version = sessions.version + 1 RETURNING {}, version",
+        json_rows::source(backend, "sessions", &["phone", "updated_ms"]),
+        COLUMNS.join(", ")
+    )
+});
+
+/// Creates and locks the sessions of `phones` (sorted by the caller, for one lock order),
+/// for a batch that runs again after losing a race.
 pub async fn lock_or_create_many(
     conn: &mut AnyConnection,
     phones: &[&str],
     now_ms: i64,
-) -> Result<Vec<SessionState>, sqlx::Error> {
-    let mut out = Vec::with_capacity(phones.len());
-    for chunk in phones.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO sessions (phone, updated_ms) VALUES {} \
-             ON CONFLICT (phone) DO UPDATE SET version = sessions.version + 1 RETURNING {COLUMNS}",
-            placeholders(chunk.len(), 2)
-        );
-        let mut q = sqlx::query(&sql);
-        for phone in chunk {
-            q = q.bind(*phone).bind(now_ms);
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            out.push(SessionState {
-                phone: r.try_get(0)?,
-                window_started_ms: r.try_get(1)?,
-                last_inbound_ms: r.try_get(2)?,
-                pending_inbound_ms: r.try_get(3)?,
-                user_messages: r.try_get(4)?,
-                business_messages: r.try_get(5)?,
-            });
-        }
-    }
-    Ok(out)
+) -> Result<Vec<Loaded>, sqlx::Error> {
+    let rows = sqlx::query(LOCK.sql(backend_of(conn)))
+        .bind(key_rows(phones, now_ms))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(from_row).collect()
 }
 
+static UPDATE: Statement = Statement::new(|backend| {
+    let set: Vec<String> = COLUMNS[1..]
+        .iter()
+        .chain(&["updated_ms"])
+        .map(|c| format!("{c} = v.{c}"))
+        .collect();
+    format!(
+        "UPDATE sessions AS s SET {}, version = s.version + 1 FROM {} \
+         WHERE s.phone = v.phone AND s.version = v.version",
+        set.join(", "),
+        json_rows::source(backend, "sessions", &stored_columns())
+    )
+});
+
+static INSERT: Statement = Statement::new(|backend| {
+    let cols: Vec<&str> = COLUMNS.iter().chain(&["updated_ms"]).copied().collect();
+    format!(
+        "INSERT INTO sessions ({}) SELECT {} FROM {} WHERE true ON CONFLICT (phone) DO NOTHING",
+        cols.join(", "),
+        json_rows::prefixed("v", &cols),
+        json_rows::source(backend, "sessions", &stored_columns())
+    )
+});
+
+/// Writes sessions back; a row changed or created meanwhile is a
+/// [`super::WriteConflict`] (see [`json_rows::write_back`]).
 pub async fn save_many(
     conn: &mut AnyConnection,
-    sessions: &[&SessionState],
+    sessions: &[(&SessionState, Option<i64>)],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    for chunk in sessions.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO sessions ({COLUMNS}, updated_ms) VALUES {} ON CONFLICT (phone) DO UPDATE SET \
-             window_started_ms = excluded.window_started_ms, last_inbound_ms = excluded.last_inbound_ms, \
-             pending_inbound_ms = excluded.pending_inbound_ms, user_messages = excluded.user_messages, \
-             business_messages = excluded.business_messages, updated_ms = excluded.updated_ms",
-            placeholders(chunk.len(), 7)
-        );
-        let mut q = sqlx::query(&sql);
-        for s in chunk {
-            q = q
-                .bind(s.phone.as_str())
-                .bind(s.window_started_ms)
-                .bind(s.last_inbound_ms)
-                .bind(s.pending_inbound_ms)
-                .bind(s.user_messages)
-                .bind(s.business_messages)
-                .bind(now_ms);
-        }
-        q.execute(&mut *conn).await?;
+    let rows = |new: bool| -> Vec<StoredRow> {
+        sessions
+            .iter()
+            .filter(|(_, v)| v.is_none() == new)
+            .map(|(s, v)| StoredRow::new(s, v.unwrap_or(0), now_ms))
+            .collect()
+    };
+    json_rows::write_back(
+        conn,
+        "sessions",
+        (&UPDATE, &rows(false)),
+        (&INSERT, &rows(true)),
+    )
+    .await
+}
+
+fn from_row(r: &AnyRow) -> Result<Loaded, sqlx::Error> {
+    let state = SessionState {
+        phone: r.try_get("phone")?,
+        window_started_ms: r.try_get("window_started_ms")?,
+        last_inbound_ms: r.try_get("last_inbound_ms")?,
+        pending_inbound_ms: r.try_get("pending_inbound_ms")?,
+        user_messages: r.try_get("user_messages")?,
+        business_messages: r.try_get("business_messages")?,
+    };
+    Ok((state, Some(r.try_get("version")?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stored_columns, StoredRow};
+    use crate::domain::session::SessionState;
+
+    #[test]
+    fn a_stored_row_names_exactly_the_columns_the_statements_write() {
+        let s = SessionState::default();
+        let json = serde_json::to_value(StoredRow::new(&s, 0, 1)).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut columns = stored_columns();
+        keys.sort_unstable();
+        columns.sort_unstable();
+        assert_eq!(keys, columns);
     }
-    Ok(())
 }

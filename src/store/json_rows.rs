@@ -1,0 +1,99 @@
+//! A batch of rows as one JSON array parameter, read back as a table in SQL.
+//!
+//! A statement with a `$n` list per row changes its text with the batch size: each size
+//! is parsed and planned again and takes its own entry in every connection's statement
+//! cache. One JSON parameter gives each statement one text whatever the batch size, and
+//! one value to bind instead of one per column per row.
+
+use sqlx::AnyConnection;
+
+use super::{Backend, WriteConflict};
+
+/// The backend of a connection of the `Any` pool.
+pub fn backend_of(conn: &AnyConnection) -> Backend {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    }
+}
+
+/// A table source named `v` over the JSON array of objects bound as `$1`, with the columns
+/// of `table` that the objects name. Postgres types each field by the table's own column
+/// type; SQLite takes the JSON value as it is (its columns are loosely typed).
+pub fn source(backend: Backend, table: &str, columns: &[&str]) -> String {
+    match backend {
+        Backend::Postgres => format!("json_populate_recordset(NULL::{table}, $1::json) AS v"),
+        Backend::Sqlite => {
+            let fields: Vec<String> = columns
+                .iter()
+                .map(|c| format!("value ->> '{c}' AS {c}"))
+                .collect();
+            format!("(SELECT {} FROM json_each($1)) AS v", fields.join(", "))
+        }
+    }
+}
+
+/// `v.a, v.b, …`
+pub fn prefixed(prefix: &str, columns: &[&str]) -> String {
+    let cols: Vec<String> = columns.iter().map(|c| format!("{prefix}.{c}")).collect();
+    cols.join(", ")
+}
+
+/// Serialises rows for [`source`]. Only strings, integers and finite floats go in, which
+/// `serde_json` cannot fail on.
+pub fn encode<T: serde::Serialize>(rows: &[T]) -> String {
+    serde_json::to_string(rows).expect("rows of strings and numbers serialise")
+}
+
+/// One SQL text per backend, built on first use.
+pub struct Statement {
+    build: fn(Backend) -> String,
+    postgres: std::sync::OnceLock<String>,
+    sqlite: std::sync::OnceLock<String>,
+}
+
+impl Statement {
+    pub const fn new(build: fn(Backend) -> String) -> Self {
+        Self {
+            build,
+            postgres: std::sync::OnceLock::new(),
+            sqlite: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn sql(&self, backend: Backend) -> &str {
+        let cell = match backend {
+            Backend::Postgres => &self.postgres,
+            Backend::Sqlite => &self.sqlite,
+        };
+        cell.get_or_init(|| (self.build)(backend))
+    }
+}
+
+/// Writes a batch's rows back: `update` those read at a version (it finds a row only if
+/// its version is still the one read) and `insert` those that had no row (it skips a key
+/// that has one now). A row not written means another transaction wrote it after it
+/// was read, so nothing of this one may stand: a [`WriteConflict`], and the caller runs
+/// the batch again.
+pub async fn write_back<T: serde::Serialize>(
+    conn: &mut AnyConnection,
+    table: &'static str,
+    update: (&Statement, &[T]),
+    insert: (&Statement, &[T]),
+) -> Result<(), sqlx::Error> {
+    let backend = backend_of(conn);
+    for (statement, rows) in [update, insert] {
+        if rows.is_empty() {
+            continue;
+        }
+        let done = sqlx::query(statement.sql(backend))
+            .bind(encode(rows))
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() != rows.len() as u64 {
+            return Err(WriteConflict::error(table));
+        }
+    }
+    Ok(())
+}
