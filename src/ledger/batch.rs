@@ -3,7 +3,7 @@
 //! unchanged since read (else the batch runs again, with its rows locked in one order).
 //! A handful of statements per batch, whatever its size.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
@@ -29,7 +29,7 @@ struct Rows {
     /// Inbound messages stored for the first time by this batch, not yet claimed by an event.
     new_inbound: HashSet<(String, String)>,
     dirty_messages: HashSet<MessageKey>,
-    dirty_sessions: HashSet<String>,
+    dirty_sessions: BTreeSet<String>,
     /// Phone → latest `sent_at` of a template that went out (while rate limiting is on).
     templates: BTreeMap<String, i64>,
     /// Reservations named by send hooks, in the order the hooks came.
@@ -62,11 +62,16 @@ pub(super) async fn apply(
         }
         out.push((tally, hooks));
     }
-    let dirty: Vec<(&MessageState, Option<i64>)> = rows
+    // Written in the order they were read, so that concurrent writers (other replicas,
+    // `--db-writers`) take row locks in one order and do not deadlock.
+    let mut dirty: Vec<(&MessageState, Option<i64>)> = rows
         .dirty_messages
         .iter()
         .map(|k| (&rows.messages[k], rows.versions[k]))
         .collect();
+    dirty.sort_unstable_by(|(a, _), (b, _)| {
+        (a.provider.as_str(), &a.message_id).cmp(&(b.provider.as_str(), &b.message_id))
+    });
     messages::save_many(conn, &dirty, cx.now).await?;
     let dirty: Vec<(&SessionState, Option<i64>)> = rows
         .dirty_sessions
@@ -164,7 +169,7 @@ async fn load(
         session_versions,
         new_inbound,
         dirty_messages: HashSet::new(),
-        dirty_sessions: HashSet::new(),
+        dirty_sessions: BTreeSet::new(),
         templates: BTreeMap::new(),
         settlements: Vec::new(),
     })

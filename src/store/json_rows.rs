@@ -71,29 +71,53 @@ impl Statement {
     }
 }
 
-/// Writes a batch's rows back: `update` those read at a version (it finds a row only if
-/// its version is still the one read) and `insert` those that had no row (it skips a key
-/// that has one now). A row not written means another transaction wrote it after it
-/// was read, so nothing of this one may stand: a [`WriteConflict`], and the caller runs
-/// the batch again.
+/// The write-back of a batch's rows into `table` (keyed by `key`, whose rows carry a
+/// `version`), in one statement and so in one lock order: a row that is absent is
+/// inserted; a row that is present is updated only if its version is one less than the
+/// version the write gives it, that is, if nobody wrote it since it was read. Rows read
+/// as absent are written with version 0, which no stored row can be one less than.
+/// `keep` names columns an update leaves as they are.
+pub fn write_back_sql(
+    backend: Backend,
+    table: &str,
+    key: &[&str],
+    keep: &[&str],
+    columns: &[&str],
+) -> String {
+    let set: Vec<String> = columns
+        .iter()
+        .filter(|c| !key.contains(c) && !keep.contains(c))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM {} WHERE true \
+         ON CONFLICT ({}) DO UPDATE SET {} WHERE {table}.version = excluded.version - 1",
+        columns.join(", "),
+        prefixed("v", columns),
+        source(backend, table, columns),
+        key.join(", "),
+        set.join(", ")
+    )
+}
+
+/// Runs a [`write_back_sql`] statement over `rows`. A row not written means another
+/// transaction wrote it after it was read, so nothing of this one may stand: a
+/// [`WriteConflict`], and the caller runs the batch again.
 pub async fn write_back<T: serde::Serialize>(
     conn: &mut AnyConnection,
     table: &'static str,
-    update: (&Statement, &[T]),
-    insert: (&Statement, &[T]),
+    statement: &Statement,
+    rows: &[T],
 ) -> Result<(), sqlx::Error> {
-    let backend = backend_of(conn);
-    for (statement, rows) in [update, insert] {
-        if rows.is_empty() {
-            continue;
-        }
-        let done = sqlx::query(statement.sql(backend))
-            .bind(encode(rows))
-            .execute(&mut *conn)
-            .await?;
-        if done.rows_affected() != rows.len() as u64 {
-            return Err(WriteConflict::error(table));
-        }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let done = sqlx::query(statement.sql(backend_of(conn)))
+        .bind(encode(rows))
+        .execute(&mut *conn)
+        .await?;
+    if done.rows_affected() != rows.len() as u64 {
+        return Err(WriteConflict::error(table));
     }
     Ok(())
 }

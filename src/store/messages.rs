@@ -244,7 +244,8 @@ struct StoredRow<'a> {
     cost: f64,
     cost_category: &'a str,
     currency: &'a str,
-    /// The version read; the write-back finds the row only if it still has it.
+    /// The version this write gives the row: one more than the version read, 0 for a
+    /// row that was absent (see [`json_rows::write_back_sql`]).
     version: i64,
     updated_ms: i64,
 }
@@ -303,54 +304,29 @@ fn stored_columns() -> Vec<&'static str> {
     COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
 }
 
-static UPDATE: Statement = Statement::new(|backend| {
-    let set: Vec<String> = COLUMNS
-        .iter()
-        .chain(&["updated_ms"])
-        .filter(|c| !matches!(**c, "provider" | "message_id" | "first_seen_ms"))
-        .map(|c| format!("{c} = v.{c}"))
-        .collect();
-    format!(
-        "UPDATE outbound_messages AS m SET {}, version = m.version + 1 FROM {} \
-         WHERE m.provider = v.provider AND m.message_id = v.message_id AND m.version = v.version",
-        set.join(", "),
-        json_rows::source(backend, "outbound_messages", &stored_columns())
+static WRITE: Statement = Statement::new(|backend| {
+    let key = ["provider", "message_id"];
+    json_rows::write_back_sql(
+        backend,
+        "outbound_messages",
+        &key,
+        &["first_seen_ms"],
+        &stored_columns(),
     )
 });
 
-static INSERT: Statement = Statement::new(|backend| {
-    let cols: Vec<&str> = COLUMNS.iter().chain(&["updated_ms"]).copied().collect();
-    format!(
-        "INSERT INTO outbound_messages ({}) SELECT {} FROM {} WHERE true \
-         ON CONFLICT (provider, message_id) DO NOTHING",
-        cols.join(", "),
-        json_rows::prefixed("v", &cols),
-        json_rows::source(backend, "outbound_messages", &stored_columns())
-    )
-});
-
-/// Writes messages back: one update of the rows that existed when read, one insert of
-/// those that did not, whatever the batch size; a row changed or created meanwhile is a
-/// [`super::WriteConflict`] (see [`json_rows::write_back`]).
+/// Writes messages back in one statement whatever the batch size; a row changed or
+/// created since it was read is a [`super::WriteConflict`].
 pub async fn save_many(
     conn: &mut AnyConnection,
     messages: &[(&MessageState, Option<i64>)],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let rows = |new: bool| -> Vec<StoredRow> {
-        messages
-            .iter()
-            .filter(|(_, v)| v.is_none() == new)
-            .map(|(m, v)| StoredRow::new(m, v.unwrap_or(0), now_ms))
-            .collect()
-    };
-    json_rows::write_back(
-        conn,
-        "outbound_messages",
-        (&UPDATE, &rows(false)),
-        (&INSERT, &rows(true)),
-    )
-    .await
+    let rows: Vec<StoredRow> = messages
+        .iter()
+        .map(|(m, read)| StoredRow::new(m, read.map_or(0, |v| v + 1), now_ms))
+        .collect();
+    json_rows::write_back(conn, "outbound_messages", &WRITE, &rows).await
 }
 
 fn non_empty(s: String) -> Option<String> {

@@ -32,6 +32,7 @@ struct StoredRow<'a> {
     pending_inbound_ms: i64,
     user_messages: i64,
     business_messages: i64,
+    /// The version this write gives the row (see [`json_rows::write_back_sql`]).
     version: i64,
     updated_ms: i64,
 }
@@ -131,51 +132,22 @@ pub async fn lock_or_create_many(
     rows.iter().map(from_row).collect()
 }
 
-static UPDATE: Statement = Statement::new(|backend| {
-    let set: Vec<String> = COLUMNS[1..]
-        .iter()
-        .chain(&["updated_ms"])
-        .map(|c| format!("{c} = v.{c}"))
-        .collect();
-    format!(
-        "UPDATE sessions AS s SET {}, version = s.version + 1 FROM {} \
-         WHERE s.phone = v.phone AND s.version = v.version",
-        set.join(", "),
-        json_rows::source(backend, "sessions", &stored_columns())
-    )
+static WRITE: Statement = Statement::new(|backend| {
+    json_rows::write_back_sql(backend, "sessions", &["phone"], &[], &stored_columns())
 });
 
-static INSERT: Statement = Statement::new(|backend| {
-    let cols: Vec<&str> = COLUMNS.iter().chain(&["updated_ms"]).copied().collect();
-    format!(
-        "INSERT INTO sessions ({}) SELECT {} FROM {} WHERE true ON CONFLICT (phone) DO NOTHING",
-        cols.join(", "),
-        json_rows::prefixed("v", &cols),
-        json_rows::source(backend, "sessions", &stored_columns())
-    )
-});
-
-/// Writes sessions back; a row changed or created meanwhile is a
-/// [`super::WriteConflict`] (see [`json_rows::write_back`]).
+/// Writes sessions back in one statement; a row changed or created since it was read is
+/// a [`super::WriteConflict`].
 pub async fn save_many(
     conn: &mut AnyConnection,
     sessions: &[(&SessionState, Option<i64>)],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let rows = |new: bool| -> Vec<StoredRow> {
-        sessions
-            .iter()
-            .filter(|(_, v)| v.is_none() == new)
-            .map(|(s, v)| StoredRow::new(s, v.unwrap_or(0), now_ms))
-            .collect()
-    };
-    json_rows::write_back(
-        conn,
-        "sessions",
-        (&UPDATE, &rows(false)),
-        (&INSERT, &rows(true)),
-    )
-    .await
+    let rows: Vec<StoredRow> = sessions
+        .iter()
+        .map(|(s, read)| StoredRow::new(s, read.map_or(0, |v| v + 1), now_ms))
+        .collect();
+    json_rows::write_back(conn, "sessions", &WRITE, &rows).await
 }
 
 fn from_row(r: &AnyRow) -> Result<Loaded, sqlx::Error> {
