@@ -43,14 +43,15 @@ impl App {
             (Some(n), _) => n.max(1),
             (None, _) => crate::ledger::DEFAULT_WRITERS,
         };
+        let metrics = Arc::new(Metrics::new(config.max_label_values));
         let ledger = Ledger::new(
             db.clone(),
             settings.clone(),
             clock.clone(),
             grace_ms,
             writers,
+            metrics.db_retries(),
         );
-        let metrics = Arc::new(Metrics::new(config.max_label_values));
         metrics.set_ready(true);
         let presend_reads = StateReader::new(db.clone());
         let reserver = Reserver::new(db.clone(), settings.clone(), clock.clone());

@@ -149,6 +149,15 @@ pub struct VersionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub reason: &'static str,
+}
+
+/// Transactions run again, by why: `conflict` (a row written by someone else between
+/// its read and the write-back) or `deadlock`. Shared with the ledger, which runs them.
+pub type Retries = Family<RetryLabels, Counter>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: String,
     pub route: String,
@@ -224,6 +233,7 @@ pub struct Metrics {
     webhook_events: Family<WebhookLabels, Counter>,
     label_overflow: Family<LabelName, Counter>,
     http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    db_retries: Retries,
     ready: Gauge,
     template: LabelGuard,
     code: LabelGuard,
@@ -271,6 +281,7 @@ impl Metrics {
             webhook_events: Family::default(),
             label_overflow: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
+            db_retries: Family::default(),
             ready: Gauge::default(),
             template: LabelGuard::new("template", max_label_values),
             code: LabelGuard::new("code", max_label_values),
@@ -370,6 +381,14 @@ impl Metrics {
             Unit::Seconds,
             m.http_duration.clone(),
         );
+        r.register(
+            "messaging_exporter_db_retries",
+            "Database transactions run again after losing a race for a row or a deadlock",
+            m.db_retries.clone(),
+        );
+        for reason in ["conflict", "deadlock"] {
+            let _ = m.db_retries.get_or_create(&RetryLabels { reason });
+        }
         r.register(
             "messaging_exporter_ready",
             "1 when the database answers, else 0",
@@ -522,6 +541,11 @@ impl Metrics {
 
     pub fn set_sessions_active(&self, n: i64) {
         self.sessions_active.set(n);
+    }
+
+    /// The retry counter, for the ledger to count on.
+    pub fn db_retries(&self) -> Retries {
+        self.db_retries.clone()
     }
 
     pub fn set_ready(&self, ready: bool) {

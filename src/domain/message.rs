@@ -1,7 +1,8 @@
 //! One outbound message's stored state and the counting rules of CONTRACT §4 over it.
 //!
-//! The ledger loads a [`MessageState`] under a row lock, applies an event to it, calls
-//! [`MessageState::settle`] and writes it back in the same transaction. `settle` counts
+//! The ledger loads a [`MessageState`], applies an event to it, calls
+//! [`MessageState::settle`] and writes it back in the same transaction, only if the row is
+//! unchanged since it was loaded. `settle` counts
 //! exactly what the state shows as due and not yet counted, and marks it counted, so
 //! whichever transaction (or replica) commits a change is the one that counts it.
 

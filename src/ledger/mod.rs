@@ -17,6 +17,7 @@ use crate::clock::SharedClock;
 use crate::domain::tally::Tally;
 use crate::domain::Outcome;
 use crate::events::Event;
+use crate::metrics::{Retries, RetryLabels};
 use crate::settings_cache::SettingsCache;
 use crate::store::{self, messages, Db};
 
@@ -35,6 +36,7 @@ pub(crate) struct Inner {
     settings: Arc<SettingsCache>,
     clock: SharedClock,
     grace_ms: i64,
+    retries: Retries,
 }
 
 /// The reply of a send hook: how many reports were new and how many repeats.
@@ -70,12 +72,14 @@ impl Ledger {
         clock: SharedClock,
         grace_ms: i64,
         writers: usize,
+        retries: Retries,
     ) -> Self {
         let inner = Arc::new(Inner {
             db,
             settings,
             clock,
             grace_ms,
+            retries,
         });
         let queue = writer::spawn(inner.clone(), writers);
         Self { inner, queue }
@@ -160,6 +164,12 @@ impl Inner {
             match result {
                 Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => {
                     debug!(attempt, error = %e, "transaction lost a race; running it again");
+                    let reason = if store::is_deadlock(&e) {
+                        "deadlock"
+                    } else {
+                        "conflict"
+                    };
+                    self.retries.get_or_create(&RetryLabels { reason }).inc();
                 }
                 other => return other,
             }

@@ -190,6 +190,10 @@ pub fn is_retryable(err: &sqlx::Error) -> bool {
     )
 }
 
+pub fn is_deadlock(err: &sqlx::Error) -> bool {
+    err.as_database_error().and_then(|e| e.code()).as_deref() == Some("40P01")
+}
+
 /// A row changed between its read and its conditional write-back (another writer or
 /// replica wrote it first). Reported as Postgres reports a serialisation failure, whose
 /// meaning it has: nothing of the transaction may stand, and running it again succeeds.

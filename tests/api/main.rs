@@ -17,3 +17,4 @@ mod schemathesis;
 mod signatures;
 mod slow_clients;
 mod v1;
+mod write_conflicts;
