@@ -2,9 +2,10 @@
 
 use std::collections::HashSet;
 
+use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use super::placeholders::placeholders;
+use super::json_rows::{self, backend_of, Statement};
 
 use crate::events::{InboundMessage, WebhookError};
 
@@ -14,29 +15,54 @@ pub async fn insert_many(
     conn: &mut AnyConnection,
     messages: &[(&InboundMessage, i64)],
 ) -> Result<HashSet<(String, String)>, sqlx::Error> {
-    let mut new = HashSet::new();
-    for chunk in messages.chunks(500) {
-        let sql = format!(
-            "INSERT INTO inbound_messages (provider, message_id, channel, phone, kind, received_ms) \
-             VALUES {} ON CONFLICT (provider, message_id) DO NOTHING RETURNING provider, message_id",
-            placeholders(chunk.len(), 6)
-        );
-        let mut q = sqlx::query(&sql);
-        for (m, at_ms) in chunk {
-            q = q
-                .bind(m.provider.as_str())
-                .bind(m.message_id.as_str())
-                .bind(m.channel.as_str())
-                .bind(m.phone.as_ref().map_or("", |p| p.as_str()))
-                .bind(m.kind)
-                .bind(*at_ms);
-        }
-        for r in q.fetch_all(&mut *conn).await? {
-            new.insert((r.try_get(0)?, r.try_get(1)?));
-        }
-    }
-    Ok(new)
+    let rows: Vec<StoredInbound> = messages
+        .iter()
+        .map(|(m, at_ms)| StoredInbound {
+            provider: m.provider.as_str(),
+            message_id: &m.message_id,
+            channel: m.channel.as_str(),
+            phone: m.phone.as_ref().map_or("", |p| p.as_str()),
+            kind: m.kind,
+            received_ms: *at_ms,
+        })
+        .collect();
+    let rows = sqlx::query(INSERT.sql(backend_of(conn)))
+        .bind(json_rows::encode(&rows))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
 }
+
+#[derive(Serialize)]
+struct StoredInbound<'a> {
+    provider: &'a str,
+    message_id: &'a str,
+    channel: &'a str,
+    phone: &'a str,
+    kind: &'a str,
+    received_ms: i64,
+}
+
+const COLUMNS: [&str; 6] = [
+    "provider",
+    "message_id",
+    "channel",
+    "phone",
+    "kind",
+    "received_ms",
+];
+
+static INSERT: Statement = Statement::new(|backend| {
+    format!(
+        "INSERT INTO inbound_messages ({}) SELECT {} FROM {} WHERE true \
+         ON CONFLICT (provider, message_id) DO NOTHING RETURNING provider, message_id",
+        COLUMNS.join(", "),
+        json_rows::prefixed("v", &COLUMNS),
+        json_rows::source(backend, "inbound_messages", &COLUMNS)
+    )
+});
 
 /// How long an identical message-less error is taken to be a redelivery of the first.
 pub const WEBHOOK_ERROR_DEDUPE_MS: i64 = 3_600_000;

@@ -6,13 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
 use crate::domain::cooldown::{free_if_anchored_before, Slot};
-use crate::store::placeholders::{placeholders, placeholders_after};
-
-/// Rows per multi-row statement: well under SQLite's 32,766 bound parameters.
-const CHUNK: usize = 200;
+use crate::store::json_rows::{self, backend_of, Statement};
 
 /// A reservation as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,31 +116,39 @@ pub async fn take_many(
     now_ms: i64,
     cooldown_ms: i64,
 ) -> Result<HashSet<String>, sqlx::Error> {
-    let mut taken = HashSet::with_capacity(holds.len());
-    for chunk in holds.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO cooldowns (phone, last_template_ms, hold_id, hold_ms, updated_ms) VALUES {} \
-             ON CONFLICT (phone) DO UPDATE SET hold_id = excluded.hold_id, hold_ms = excluded.hold_ms, \
-             updated_ms = excluded.updated_ms \
-             WHERE cooldowns.last_template_ms <= $1 AND cooldowns.hold_ms <= $1 \
-             RETURNING phone",
-            (0..chunk.len())
-                .map(|i| format!("(${}, 0, ${}, $2, $2)", 3 + 2 * i, 4 + 2 * i))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(free_if_anchored_before(now_ms, cooldown_ms))
-            .bind(now_ms);
-        for (phone, id) in chunk {
-            q = q.bind(*phone).bind(*id);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            taken.insert(row.try_get(0)?);
-        }
+    if holds.is_empty() {
+        return Ok(HashSet::new());
     }
-    Ok(taken)
+    let rows: Vec<Hold> = holds
+        .iter()
+        .map(|(phone, hold_id)| Hold { phone, hold_id })
+        .collect();
+    let rows = sqlx::query(TAKE.sql(backend_of(conn)))
+        .bind(json_rows::encode(&rows))
+        .bind(free_if_anchored_before(now_ms, cooldown_ms))
+        .bind(now_ms)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|row| row.try_get(0)).collect()
 }
+
+#[derive(Serialize)]
+struct Hold<'a> {
+    phone: &'a str,
+    hold_id: &'a str,
+}
+
+static TAKE: Statement = Statement::new(|backend| {
+    format!(
+        "INSERT INTO cooldowns (phone, last_template_ms, hold_id, hold_ms, updated_ms) \
+         SELECT v.phone, 0, v.hold_id, $3, $3 FROM {} WHERE true \
+         ON CONFLICT (phone) DO UPDATE SET hold_id = excluded.hold_id, hold_ms = excluded.hold_ms, \
+         updated_ms = excluded.updated_ms \
+         WHERE cooldowns.last_template_ms <= $2 AND cooldowns.hold_ms <= $2 \
+         RETURNING phone",
+        json_rows::source(backend, "cooldowns", &["phone", "hold_id"])
+    )
+});
 
 /// Stores new reservations (ids are fresh, so nothing conflicts).
 pub async fn insert_many(
@@ -150,27 +156,57 @@ pub async fn insert_many(
     rs: &[&Reservation],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    for chunk in rs.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO reservations (id, phone, created_ms, expires_ms, status, message_id, updated_ms) \
-             VALUES {}",
-            placeholders(chunk.len(), 7)
-        );
-        let mut q = sqlx::query(&sql);
-        for r in chunk {
-            q = q
-                .bind(r.id.as_str())
-                .bind(r.phone.as_str())
-                .bind(r.created_ms)
-                .bind(r.expires_ms)
-                .bind(r.status.as_str())
-                .bind(r.message_id.as_str())
-                .bind(now_ms);
-        }
-        q.execute(&mut *conn).await?;
+    if rs.is_empty() {
+        return Ok(());
     }
+    let rows: Vec<StoredReservation> = rs
+        .iter()
+        .map(|r| StoredReservation {
+            id: &r.id,
+            phone: &r.phone,
+            created_ms: r.created_ms,
+            expires_ms: r.expires_ms,
+            status: r.status.as_str(),
+            message_id: &r.message_id,
+            updated_ms: now_ms,
+        })
+        .collect();
+    sqlx::query(INSERT.sql(backend_of(conn)))
+        .bind(json_rows::encode(&rows))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
+
+#[derive(Serialize)]
+struct StoredReservation<'a> {
+    id: &'a str,
+    phone: &'a str,
+    created_ms: i64,
+    expires_ms: i64,
+    status: &'a str,
+    message_id: &'a str,
+    updated_ms: i64,
+}
+
+const RESERVATION_COLUMNS: [&str; 7] = [
+    "id",
+    "phone",
+    "created_ms",
+    "expires_ms",
+    "status",
+    "message_id",
+    "updated_ms",
+];
+
+static INSERT: Statement = Statement::new(|backend| {
+    format!(
+        "INSERT INTO reservations ({}) SELECT {} FROM {}",
+        RESERVATION_COLUMNS.join(", "),
+        json_rows::prefixed("v", &RESERVATION_COLUMNS),
+        json_rows::source(backend, "reservations", &RESERVATION_COLUMNS)
+    )
+});
 
 /// The slots of `phones` as they stand (free for phones without a row).
 pub async fn slots(
@@ -181,30 +217,34 @@ pub async fn slots(
         .iter()
         .map(|p| ((*p).to_owned(), Slot::default()))
         .collect();
-    for chunk in phones.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT phone, last_template_ms, hold_ms FROM cooldowns WHERE phone IN ({})",
-            (1..=chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+    let rows: Vec<Phone> = phones.iter().map(|phone| Phone { phone }).collect();
+    for row in sqlx::query(SLOTS.sql(backend_of(conn)))
+        .bind(json_rows::encode(&rows))
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        out.insert(
+            row.try_get(0)?,
+            Slot {
+                last_template_ms: row.try_get(1)?,
+                hold_ms: row.try_get(2)?,
+            },
         );
-        let mut q = sqlx::query(&sql);
-        for phone in chunk {
-            q = q.bind(*phone);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            out.insert(
-                row.try_get(0)?,
-                Slot {
-                    last_template_ms: row.try_get(1)?,
-                    hold_ms: row.try_get(2)?,
-                },
-            );
-        }
     }
     Ok(out)
 }
+
+#[derive(Serialize)]
+struct Phone<'a> {
+    phone: &'a str,
+}
+
+static SLOTS: Statement = Statement::new(|backend| {
+    format!(
+        "SELECT c.phone, c.last_template_ms, c.hold_ms FROM {} JOIN cooldowns AS c ON c.phone = v.phone",
+        json_rows::source(backend, "cooldowns", &["phone"])
+    )
+});
 
 /// A send hook's verdict on the reservation it names.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,21 +265,20 @@ pub async fn apply_hooks(
     settlements: &[Settlement],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<(&String, &i64)> = templates.iter().collect();
-    for chunk in rows.chunks(CHUNK) {
-        let sql = format!(
-            "INSERT INTO cooldowns (phone, last_template_ms, updated_ms) VALUES {} \
-             ON CONFLICT (phone) DO UPDATE SET last_template_ms = CASE \
-             WHEN excluded.last_template_ms > cooldowns.last_template_ms \
-             THEN excluded.last_template_ms ELSE cooldowns.last_template_ms END, \
-             updated_ms = excluded.updated_ms",
-            placeholders(chunk.len(), 3)
-        );
-        let mut q = sqlx::query(&sql);
-        for (phone, sent_at) in chunk {
-            q = q.bind(phone.as_str()).bind(**sent_at).bind(now_ms);
-        }
-        q.execute(&mut *conn).await?;
+    let backend = backend_of(conn);
+    if !templates.is_empty() {
+        let rows: Vec<Cooldown> = templates
+            .iter()
+            .map(|(phone, sent_at)| Cooldown {
+                phone,
+                last_template_ms: *sent_at,
+                updated_ms: now_ms,
+            })
+            .collect();
+        sqlx::query(START_COOLDOWNS.sql(backend))
+            .bind(json_rows::encode(&rows))
+            .execute(&mut *conn)
+            .await?;
     }
 
     // The first hook naming a reservation decides it; ids in order.
@@ -247,37 +286,72 @@ pub async fn apply_hooks(
     for s in settlements {
         first.entry(s.id.as_str()).or_insert(s);
     }
-    let named: Vec<&Settlement> = first.into_values().collect();
-    for chunk in named.chunks(CHUNK) {
-        // A hold is ended only by its own reservation (hold ids are unique), and only
-        // while that reservation is still held.
-        let sql = format!(
-            "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $1 \
-             WHERE hold_id IN (SELECT id FROM reservations WHERE status = 'held' AND id IN ({}))",
-            (2..chunk.len() + 2)
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let mut q = sqlx::query(&sql).bind(now_ms);
-        for s in chunk {
-            q = q.bind(s.id.as_str());
-        }
-        q.execute(&mut *conn).await?;
-
-        let sql = format!(
-            "UPDATE reservations SET status = v.column2, message_id = v.column3, updated_ms = $1 \
-             FROM (VALUES {}) AS v WHERE reservations.id = v.column1 AND reservations.status = 'held'",
-            placeholders_after(1, chunk.len(), 3)
-        );
-        let mut q = sqlx::query(&sql).bind(now_ms);
-        for s in chunk {
-            q = q
-                .bind(s.id.as_str())
-                .bind(s.to.as_str())
-                .bind(s.message_id.as_str());
-        }
-        q.execute(&mut *conn).await?;
+    if first.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Verdict> = first
+        .into_values()
+        .map(|s| Verdict {
+            id: &s.id,
+            status: s.to.as_str(),
+            message_id: &s.message_id,
+        })
+        .collect();
+    let rows = json_rows::encode(&rows);
+    for statement in [&END_HOLDS, &SETTLE] {
+        sqlx::query(statement.sql(backend))
+            .bind(rows.as_str())
+            .bind(now_ms)
+            .execute(&mut *conn)
+            .await?;
     }
     Ok(())
 }
+
+#[derive(Serialize)]
+struct Cooldown<'a> {
+    phone: &'a str,
+    last_template_ms: i64,
+    updated_ms: i64,
+}
+
+#[derive(Serialize)]
+struct Verdict<'a> {
+    id: &'a str,
+    status: &'a str,
+    message_id: &'a str,
+}
+
+static START_COOLDOWNS: Statement = Statement::new(|backend| {
+    format!(
+        "INSERT INTO cooldowns (phone, last_template_ms, updated_ms) \
+         SELECT v.phone, v.last_template_ms, v.updated_ms FROM {} WHERE true \
+         ON CONFLICT (phone) DO UPDATE SET last_template_ms = CASE \
+         WHEN excluded.last_template_ms > cooldowns.last_template_ms \
+         THEN excluded.last_template_ms ELSE cooldowns.last_template_ms END, \
+         updated_ms = excluded.updated_ms",
+        json_rows::source(
+            backend,
+            "cooldowns",
+            &["phone", "last_template_ms", "updated_ms"]
+        )
+    )
+});
+
+/// A hold is ended only by its own reservation (hold ids are unique), and only while that
+/// reservation is still held.
+static END_HOLDS: Statement = Statement::new(|backend| {
+    format!(
+        "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id IN \
+         (SELECT r.id FROM {} JOIN reservations AS r ON r.id = v.id WHERE r.status = 'held')",
+        json_rows::source(backend, "reservations", &["id"])
+    )
+});
+
+static SETTLE: Statement = Statement::new(|backend| {
+    format!(
+        "UPDATE reservations AS r SET status = v.status, message_id = v.message_id, updated_ms = $2 \
+         FROM {} WHERE r.id = v.id AND r.status = 'held'",
+        json_rows::source(backend, "reservations", &["id", "status", "message_id"])
+    )
+});
