@@ -5,7 +5,6 @@
 pub mod inbound;
 pub mod json_rows;
 pub mod messages;
-pub mod placeholders;
 pub mod queries;
 pub mod reservations;
 pub mod sessions;
@@ -48,13 +47,14 @@ impl WriteTx {
     }
 }
 
-/// Every statement of a write transaction looks rows up by key. A batch's rows come as one
-/// JSON parameter, whose size the planner cannot see (it assumes 100 rows): with hash
-/// joins and sequential scans allowed, it scans a small table, and the plan it caches
-/// goes on scanning the table once it is large (measured: thousands of full scans a
-/// second). Ruling them out for these transactions makes every plan, cached or not, an
-/// index lookup per row. Sent with `BEGIN`, so it costs no round trip.
-const POSTGRES_WRITE_BEGIN: &str = "BEGIN; SET LOCAL enable_hashjoin = off; \
+/// Every statement of a write transaction, and of a keyed read, looks rows up by key. A
+/// batch's rows come as one JSON parameter, whose size the planner cannot see (it assumes
+/// 100 rows): with hash joins and sequential scans allowed, it scans a small table, and
+/// the plan it caches goes on scanning the table once it is large (measured: thousands
+/// of full scans a second). Ruling them out for these transactions makes every plan,
+/// cached or not, an index lookup per row. Sent with `BEGIN`, so it costs no round trip.
+/// (Not set for the whole connection: the query API's aggregates may rightly scan.)
+const POSTGRES_KEYED: &str = "SET LOCAL enable_hashjoin = off; \
     SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off";
 
 #[derive(Clone, Debug)]
@@ -148,10 +148,27 @@ impl Db {
             None => None,
         };
         let tx = match self.backend {
-            Backend::Postgres => self.pool.begin_with(POSTGRES_WRITE_BEGIN).await?,
+            Backend::Postgres => {
+                self.pool
+                    .begin_with(format!("BEGIN; {POSTGRES_KEYED}"))
+                    .await?
+            }
             Backend::Sqlite => self.pool.begin().await?,
         };
         Ok(WriteTx { tx, _guard: guard })
+    }
+
+    /// A read-only transaction for reads by key (the pre-send reads), planned as the
+    /// write transactions are on Postgres (see [`POSTGRES_KEYED`]).
+    pub async fn begin_keyed_read(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Postgres => {
+                self.pool
+                    .begin_with(format!("BEGIN READ ONLY; {POSTGRES_KEYED}"))
+                    .await
+            }
+            Backend::Sqlite => self.pool.begin().await,
+        }
     }
 
     /// True when the database answers a trivial query.

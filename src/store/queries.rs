@@ -12,7 +12,7 @@ use sqlx::{AnyConnection, Row};
 use crate::domain::cooldown::Slot;
 use crate::domain::session::SessionState;
 use crate::domain::window::{Window, WINDOW_MS};
-use crate::store::placeholders::placeholders;
+use crate::store::json_rows::{self, backend_of, Statement};
 
 /// When a message's cost was counted: its delivery, or its read when no delivery came.
 const CHARGED_MS: &str = "(CASE WHEN delivered_ms > 0 THEN delivered_ms ELSE read_ms END)";
@@ -46,43 +46,42 @@ pub async fn session(
     row.as_ref().map(session_from).transpose()
 }
 
+#[derive(serde::Serialize)]
+struct PhoneRow<'a> {
+    phone: &'a str,
+}
+
+static PRESEND_STATES: Statement = Statement::new(|backend| {
+    format!(
+        "SELECT v.phone, COALESCE(s.last_inbound_ms, 0), COALESCE(c.last_template_ms, 0), \
+         COALESCE(c.hold_ms, 0) FROM {} \
+         LEFT JOIN sessions s ON s.phone = v.phone LEFT JOIN cooldowns c ON c.phone = v.phone",
+        json_rows::source(backend, "sessions", &["phone"])
+    )
+});
+
 /// What pre-send checks read, for many phones in one round trip: each phone's window
-/// (closed without a session row) and cooldown slot (free without a cooldown row).
-/// The `VALUES` list is padded to a power of two by repeating the last phone, so that a
-/// connection caches ten statement texts, not one per batch size. (A `VALUES` list, not
-/// a JSON parameter: the planner sees how many rows it has, which keeps this read, made
-/// outside any transaction, on index lookups while the tables are small.)
+/// (closed without a session row) and cooldown slot (free without a cooldown row). Run
+/// in [`crate::store::Db::begin_keyed_read`], so that it is planned as lookups by key.
 pub async fn presend_states(
     conn: &mut AnyConnection,
     phones: &[&str],
 ) -> Result<HashMap<String, (Window, Slot)>, sqlx::Error> {
-    let mut out = HashMap::with_capacity(phones.len());
-    for chunk in phones.chunks(512) {
-        let padded = chunk.len().next_power_of_two();
-        let sql = format!(
-            "SELECT p.column1, COALESCE(s.last_inbound_ms, 0), COALESCE(c.last_template_ms, 0), \
-             COALESCE(c.hold_ms, 0) FROM (VALUES {}) AS p \
-             LEFT JOIN sessions s ON s.phone = p.column1 LEFT JOIN cooldowns c ON c.phone = p.column1",
-            placeholders(padded, 1)
-        );
-        let mut q = sqlx::query(&sql);
-        let last = chunk[chunk.len() - 1];
-        for phone in chunk
-            .iter()
-            .chain(std::iter::repeat_n(&last, padded - chunk.len()))
-        {
-            q = q.bind(*phone);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            let window = Window {
-                last_inbound_ms: row.try_get(1)?,
-            };
-            let slot = Slot {
-                last_template_ms: row.try_get(2)?,
-                hold_ms: row.try_get(3)?,
-            };
-            out.insert(row.try_get(0)?, (window, slot));
-        }
+    let rows: Vec<PhoneRow> = phones.iter().map(|phone| PhoneRow { phone }).collect();
+    let rows = sqlx::query(PRESEND_STATES.sql(backend_of(conn)))
+        .bind(json_rows::encode(&rows))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let window = Window {
+            last_inbound_ms: row.try_get(1)?,
+        };
+        let slot = Slot {
+            last_template_ms: row.try_get(2)?,
+            hold_ms: row.try_get(3)?,
+        };
+        out.insert(row.try_get(0)?, (window, slot));
     }
     Ok(out)
 }
