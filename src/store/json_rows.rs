@@ -121,3 +121,25 @@ pub async fn write_back<T: serde::Serialize>(
     }
     Ok(())
 }
+
+/// The field names `row` serialises with, sorted: what a table source reads of it.
+#[cfg(test)]
+pub fn field_names<T: serde::Serialize>(row: &T) -> Vec<String> {
+    let json = serde_json::to_value(row).expect("a row serialises");
+    let mut names: Vec<String> = json
+        .as_object()
+        .expect("a row is an object")
+        .keys()
+        .cloned()
+        .collect();
+    names.sort_unstable();
+    names
+}
+
+/// `columns`, owned and sorted, to compare with [`field_names`].
+#[cfg(test)]
+pub fn sorted(columns: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = columns.iter().map(|c| (*c).to_owned()).collect();
+    names.sort_unstable();
+    names
+}

@@ -138,6 +138,16 @@ fn expect_totals_of(s: &Scrape, rounds: usize) {
     );
 }
 
+fn assert_all_stored(codes_a: &[u16], codes_b: &[u16]) {
+    assert!(
+        codes_a
+            .iter()
+            .chain(codes_b)
+            .all(|c| *c == 200 || *c == 202),
+        "all stored: {codes_a:?} {codes_b:?}"
+    );
+}
+
 fn merged(a: &Scrape, b: &Scrape) -> Scrape {
     let mut out = a.clone();
     for (k, v) in &b.series {
@@ -168,13 +178,7 @@ async fn two_replicas_receiving_halves_and_duplicates_count_exactly_once() {
         .collect();
     let (codes_a, codes_b) =
         tokio::join!(send_concurrently(&a, for_a), send_concurrently(&b, for_b));
-    assert!(
-        codes_a
-            .iter()
-            .chain(&codes_b)
-            .all(|c| *c == 200 || *c == 202),
-        "all stored: {codes_a:?} {codes_b:?}"
-    );
+    assert_all_stored(&codes_a, &codes_b);
     let total = merged(&a.scrape().await, &b.scrape().await);
     expect_totals(&total);
     let wh = |o| total.sum("messaging_webhook_events_total", &[("outcome", o)]);
@@ -207,13 +211,7 @@ async fn two_replicas_racing_for_the_same_rows_count_exactly_once() {
             send_concurrently(&a, reqs.clone()),
             send_concurrently(&b, reqs)
         );
-        assert!(
-            codes_a
-                .iter()
-                .chain(&codes_b)
-                .all(|c| *c == 200 || *c == 202),
-            "all stored: {codes_a:?} {codes_b:?}"
-        );
+        assert_all_stored(&codes_a, &codes_b);
         let total = merged(&a.scrape().await, &b.scrape().await);
         expect_totals_of(&total, rounds);
         if retries(&total) > 0.0 || rounds == 10 {
