@@ -49,16 +49,15 @@ impl WriteTx {
 
 /// Every statement of a write transaction, and of a keyed read, looks rows up by key. A
 /// batch's rows come as one JSON parameter, whose size the planner cannot see (it assumes
-/// 100 rows): with hash joins and sequential scans allowed, it scans a small table; and a
-/// generic plan made while a table is small (a full scan of it, joined to the parameter's
-/// rows) is cached and goes on scanning the table once it is large. Both were measured:
-/// thousands of full scans a second, a soak whose Postgres CPU grew minute by minute.
-/// So these transactions rule out hash joins, merge joins and sequential scans, and plan
-/// each statement for the tables as they are. Sent with `BEGIN`: no extra round trip.
-/// (Not set for the whole connection: the query API's aggregates may rightly scan.)
+/// 100 rows): with hash joins and sequential scans allowed, it scans a small table, and
+/// the plan it caches goes on scanning the table once it is large (measured: thousands
+/// of full scans a second). Ruling them out for these transactions keeps the cached plans
+/// on index lookups. Sent with `BEGIN`, so it costs no round trip. (Not set for the whole
+/// connection: the query API's aggregates may rightly scan.) Statements whose cached plan
+/// could still start from the table rather than from the parameter are planned afresh
+/// each time ([`json_rows::Statement::replanned`]).
 const POSTGRES_KEYED: &str = "SET LOCAL enable_hashjoin = off; \
-    SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off; \
-    SET LOCAL plan_cache_mode = force_custom_plan";
+    SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off";
 
 #[derive(Clone, Debug)]
 pub struct DbOptions {

@@ -299,7 +299,8 @@ pub async fn apply_hooks(
         .collect();
     let rows = json_rows::encode(&rows);
     for statement in [&END_HOLDS, &SETTLE] {
-        sqlx::query(statement.sql(backend))
+        statement
+            .query(backend)
             .bind(rows.as_str())
             .bind(now_ms)
             .execute(&mut *conn)
@@ -340,7 +341,7 @@ static START_COOLDOWNS: Statement = Statement::new(|backend| {
 
 /// A hold is ended only by its own reservation (hold ids are unique), and only while that
 /// reservation is still held.
-static END_HOLDS: Statement = Statement::new(|backend| {
+static END_HOLDS: Statement = Statement::replanned(|backend| {
     format!(
         "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id IN \
          (SELECT r.id FROM {} JOIN reservations AS r ON r.id = v.id WHERE r.status = 'held')",
@@ -348,7 +349,7 @@ static END_HOLDS: Statement = Statement::new(|backend| {
     )
 });
 
-static SETTLE: Statement = Statement::new(|backend| {
+static SETTLE: Statement = Statement::replanned(|backend| {
     format!(
         "UPDATE reservations AS r SET status = v.status, message_id = v.message_id, updated_ms = $2 \
          FROM {} WHERE r.id = v.id AND r.status = 'held'",
