@@ -26,7 +26,8 @@ pub async fn insert_many(
             received_ms: *at_ms,
         })
         .collect();
-    let rows = sqlx::query(INSERT.sql(backend_of(conn)))
+    let rows = INSERT
+        .query(backend_of(conn))
         .bind(json_rows::encode(&rows))
         .fetch_all(&mut *conn)
         .await?;

@@ -57,12 +57,7 @@ pub struct Statement {
 
 impl Statement {
     pub const fn new(build: fn(Backend) -> String) -> Self {
-        Self {
-            build,
-            replanned: false,
-            postgres: std::sync::OnceLock::new(),
-            sqlite: std::sync::OnceLock::new(),
-        }
+        Self::with_planning(build, false)
     }
 
     /// A statement planned at every execution, for the tables as they are: an `UPDATE`
@@ -70,15 +65,20 @@ impl Statement {
     /// whole table through its primary key on every run (measured in the soak: 126M index
     /// entries read for 30k runs, and Postgres' CPU rising minute by minute).
     pub const fn replanned(build: fn(Backend) -> String) -> Self {
+        Self::with_planning(build, true)
+    }
+
+    const fn with_planning(build: fn(Backend) -> String, replanned: bool) -> Self {
         Self {
             build,
-            replanned: true,
+            replanned,
             postgres: std::sync::OnceLock::new(),
             sqlite: std::sync::OnceLock::new(),
         }
     }
 
-    /// The statement, bound to nothing yet.
+    /// The statement, bound to nothing yet: the one way to run it, so that a replanned
+    /// statement is never cached by accident.
     pub fn query(
         &self,
         backend: Backend,
@@ -86,7 +86,7 @@ impl Statement {
         sqlx::query(self.sql(backend)).persistent(!self.replanned)
     }
 
-    pub fn sql(&self, backend: Backend) -> &str {
+    fn sql(&self, backend: Backend) -> &str {
         let cell = match backend {
             Backend::Postgres => &self.postgres,
             Backend::Sqlite => &self.sqlite,
@@ -136,7 +136,8 @@ pub async fn write_back<T: serde::Serialize>(
     if rows.is_empty() {
         return Ok(());
     }
-    let done = sqlx::query(statement.sql(backend_of(conn)))
+    let done = statement
+        .query(backend_of(conn))
         .bind(encode(rows))
         .execute(&mut *conn)
         .await?;

@@ -108,7 +108,8 @@ pub async fn read_many(
     keys: &[(Provider, &str, Channel)],
     now_ms: i64,
 ) -> Result<Vec<Loaded>, sqlx::Error> {
-    let rows = sqlx::query(READ.sql(backend_of(conn)))
+    let rows = READ
+        .query(backend_of(conn))
         .bind(key_rows(keys, now_ms))
         .fetch_all(&mut *conn)
         .await?;
@@ -154,7 +155,8 @@ pub async fn lock_or_create_many(
     keys: &[(Provider, &str, Channel)],
     now_ms: i64,
 ) -> Result<Vec<Loaded>, sqlx::Error> {
-    let rows = sqlx::query(LOCK.sql(backend_of(conn)))
+    let rows = LOCK
+        .query(backend_of(conn))
         .bind(key_rows(keys, now_ms))
         .fetch_all(&mut *conn)
         .await?;
@@ -178,7 +180,8 @@ pub async fn lock_pending(
     provider: &str,
     message_id: &str,
 ) -> Result<Option<Loaded>, sqlx::Error> {
-    let row = sqlx::query(LOCK_PENDING.sql(backend_of(conn)))
+    let row = LOCK_PENDING
+        .query(backend_of(conn))
         .bind(provider)
         .bind(message_id)
         .fetch_optional(conn)

@@ -68,7 +68,8 @@ pub async fn presend_states(
     phones: &[&str],
 ) -> Result<HashMap<String, (Window, Slot)>, sqlx::Error> {
     let rows: Vec<PhoneRow> = phones.iter().map(|phone| PhoneRow { phone }).collect();
-    let rows = sqlx::query(PRESEND_STATES.sql(backend_of(conn)))
+    let rows = PRESEND_STATES
+        .query(backend_of(conn))
         .bind(json_rows::encode(&rows))
         .fetch_all(&mut *conn)
         .await?;

@@ -123,7 +123,8 @@ pub async fn take_many(
         .iter()
         .map(|(phone, hold_id)| Hold { phone, hold_id })
         .collect();
-    let rows = sqlx::query(TAKE.sql(backend_of(conn)))
+    let rows = TAKE
+        .query(backend_of(conn))
         .bind(json_rows::encode(&rows))
         .bind(free_if_anchored_before(now_ms, cooldown_ms))
         .bind(now_ms)
@@ -171,7 +172,8 @@ pub async fn insert_many(
             updated_ms: now_ms,
         })
         .collect();
-    sqlx::query(INSERT.sql(backend_of(conn)))
+    INSERT
+        .query(backend_of(conn))
         .bind(json_rows::encode(&rows))
         .execute(&mut *conn)
         .await?;
@@ -218,7 +220,8 @@ pub async fn slots(
         .map(|p| ((*p).to_owned(), Slot::default()))
         .collect();
     let rows: Vec<Phone> = phones.iter().map(|phone| Phone { phone }).collect();
-    for row in sqlx::query(SLOTS.sql(backend_of(conn)))
+    for row in SLOTS
+        .query(backend_of(conn))
         .bind(json_rows::encode(&rows))
         .fetch_all(&mut *conn)
         .await?
@@ -275,7 +278,8 @@ pub async fn apply_hooks(
                 updated_ms: now_ms,
             })
             .collect();
-        sqlx::query(START_COOLDOWNS.sql(backend))
+        START_COOLDOWNS
+            .query(backend)
             .bind(json_rows::encode(&rows))
             .execute(&mut *conn)
             .await?;

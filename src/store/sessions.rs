@@ -86,7 +86,8 @@ pub async fn read_many(
     phones: &[&str],
     now_ms: i64,
 ) -> Result<Vec<Loaded>, sqlx::Error> {
-    let rows = sqlx::query(READ.sql(backend_of(conn)))
+    let rows = READ
+        .query(backend_of(conn))
         .bind(key_rows(phones, now_ms))
         .fetch_all(&mut *conn)
         .await?;
@@ -125,7 +126,8 @@ pub async fn lock_or_create_many(
     phones: &[&str],
     now_ms: i64,
 ) -> Result<Vec<Loaded>, sqlx::Error> {
-    let rows = sqlx::query(LOCK.sql(backend_of(conn)))
+    let rows = LOCK
+        .query(backend_of(conn))
         .bind(key_rows(phones, now_ms))
         .fetch_all(&mut *conn)
         .await?;
