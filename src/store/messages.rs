@@ -113,23 +113,28 @@ pub async fn read_many(
         .bind(key_rows(keys, now_ms))
         .fetch_all(&mut *conn)
         .await?;
-    let mut found: HashMap<(Provider, String), Loaded> = HashMap::with_capacity(rows.len());
+    // Rows come back in no set order: each goes to its key's place, found without copying
+    // the key; keys with no row become new messages.
+    let place: HashMap<(Provider, &str), usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (provider, id, _))| ((*provider, *id), i))
+        .collect();
+    let mut loaded: Vec<Option<Loaded>> = vec![None; keys.len()];
     for row in &rows {
         let m = from_row(row)?;
-        let version = row.try_get::<i64, _>("version")?;
-        found.insert((m.provider, m.message_id.clone()), (m, Some(version)));
+        if let Some(&i) = place.get(&(m.provider, m.message_id.as_str())) {
+            loaded[i] = Some((m, Some(row.try_get::<i64, _>("version")?)));
+        }
     }
-    Ok(keys
-        .iter()
-        .map(|(provider, id, channel)| {
-            found
-                .remove(&(*provider, (*id).to_owned()))
-                .unwrap_or_else(|| {
-                    (
-                        MessageState::new(*provider, (*id).to_owned(), *channel, now_ms),
-                        None,
-                    )
-                })
+    Ok(loaded
+        .into_iter()
+        .zip(keys)
+        .map(|(found, (provider, id, channel))| {
+            found.unwrap_or_else(|| {
+                let new = MessageState::new(*provider, (*id).to_owned(), *channel, now_ms);
+                (new, None)
+            })
         })
         .collect())
 }

@@ -91,15 +91,20 @@ pub async fn read_many(
         .bind(key_rows(phones, now_ms))
         .fetch_all(&mut *conn)
         .await?;
-    let mut found: HashMap<String, Loaded> = HashMap::with_capacity(rows.len());
+    // As for messages: each row to its phone's place, absent phones become new sessions.
+    let place: HashMap<&str, usize> = phones.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let mut loaded: Vec<Option<Loaded>> = vec![None; phones.len()];
     for row in &rows {
         let (s, version) = from_row(row)?;
-        found.insert(s.phone.clone(), (s, version));
+        if let Some(&i) = place.get(s.phone.as_str()) {
+            loaded[i] = Some((s, version));
+        }
     }
-    Ok(phones
-        .iter()
-        .map(|phone| {
-            found.remove(*phone).unwrap_or_else(|| {
+    Ok(loaded
+        .into_iter()
+        .zip(phones)
+        .map(|(found, phone)| {
+            found.unwrap_or_else(|| {
                 let new = SessionState {
                     phone: (*phone).to_owned(),
                     ..SessionState::default()
