@@ -251,8 +251,7 @@ async fn sent(
         .into_iter()
         .map(|(prefix, item)| item.into_event(&prefix, now))
         .collect::<Result<Vec<_>, _>>()?;
-    let (tally, hooks) = state.ledger.record(events).await?;
-    state.metrics.record(&tally);
+    let hooks = super::webhooks::store_and_count(&state, events).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(SentReply {

@@ -15,6 +15,7 @@ use super::error::{ApiError, Result};
 use super::AppState;
 use crate::domain::{Outcome, Provider};
 use crate::events::Event;
+use crate::ledger::{HookCounts, NotStored};
 use crate::providers::{constant_time_eq, meta, twilio};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -224,12 +225,20 @@ async fn parse_twilio(
     Ok(twilio::parse(&params)?)
 }
 
-/// Stores events in one transaction, then counts what the commit made countable. On a
-/// database error nothing is counted and the provider gets 503, so its retry counts once.
-async fn store_and_count(state: &AppState, events: Vec<Event>) -> Result<()> {
-    let (tally, _) = state.ledger.record(events).await?;
-    state.metrics.record(&tally);
-    Ok(())
+/// Stores events, then counts what their commit made countable. On a database error the
+/// caller gets 503 and only what was committed before it is counted (nothing, with one
+/// writer), so the provider's retry counts the rest exactly once.
+pub(super) async fn store_and_count(state: &AppState, events: Vec<Event>) -> Result<HookCounts> {
+    match state.ledger.record(events).await {
+        Ok((tally, hooks)) => {
+            state.metrics.record(&tally);
+            Ok(hooks)
+        }
+        Err(NotStored { committed, error }) => {
+            state.metrics.record(&committed);
+            Err(error.into())
+        }
+    }
 }
 
 /// A refused webhook: counted and logged together. The log names the provider and the

@@ -6,6 +6,7 @@
 //! judged against what was stored.
 
 mod batch;
+mod partition;
 mod writer;
 
 use std::sync::Arc;
@@ -28,7 +29,8 @@ const MAX_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct Ledger {
     inner: Arc<Inner>,
-    queue: writer::Queue,
+    /// One per writer.
+    queues: Arc<[writer::Queue]>,
 }
 
 pub(crate) struct Inner {
@@ -57,12 +59,30 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Writers per process unless `--db-writers` says otherwise (SQLite always has one). One
-/// writer makes the largest batches: requests that arrive during a commit wait for the
-/// next one, and each statement serves them all. Four writers overlapped their fsyncs
-/// but needed 1.6–1.9× the CPU per event for less throughput (BENCHMARKS.md); more
-/// writers can still help when commits are slow and the CPU is idle.
-pub const DEFAULT_WRITERS: usize = 1;
+/// A request that was not stored whole. With several writers its events may have been
+/// committed in parts: what the parts that did commit made countable must be counted
+/// (the provider's retry finds them stored and counts only the rest).
+#[derive(Debug)]
+pub struct NotStored {
+    pub committed: Tally,
+    pub error: StoreError,
+}
+
+impl From<StoreError> for NotStored {
+    fn from(error: StoreError) -> Self {
+        Self {
+            committed: Tally::default(),
+            error,
+        }
+    }
+}
+
+/// Writers per process unless `--db-writers` says otherwise (SQLite always has one). Each
+/// writer has its own queue and takes its share of the events by phone
+/// ([`partition`]), so two writers run two batches at once without racing for rows:
+/// batched webhooks went from 36.8k to 50.7k statuses/s, single ones stayed at 10.4–10.9k
+/// (BENCHMARKS.md). More writers split the batches smaller for no gain on two cores.
+pub const DEFAULT_WRITERS: usize = 2;
 
 impl Ledger {
     /// Starts the writer tasks (needs a Tokio runtime).
@@ -81,13 +101,15 @@ impl Ledger {
             grace_ms,
             retries,
         });
-        let queue = writer::spawn(inner.clone(), writers);
-        Self { inner, queue }
+        let queues = writer::spawn(inner.clone(), writers);
+        Self { inner, queues }
     }
 
-    /// Records one request's events and returns what to count, once its batch is durable.
-    /// Takes the events by value: they travel to the writer task without a copy.
-    pub async fn record(&self, events: Vec<Event>) -> Result<(Tally, HookCounts), StoreError> {
+    /// Records one request's events and returns what to count, once they are durable.
+    /// Takes the events by value: they travel to the writer tasks without a copy. With
+    /// several writers, the request's events go to each writer's queue at once and the
+    /// parts are answered together.
+    pub async fn record(&self, events: Vec<Event>) -> Result<(Tally, HookCounts), NotStored> {
         if events.iter().all(|e| matches!(e, Event::Ignored(_))) {
             let mut tally = Tally::default();
             for e in &events {
@@ -97,7 +119,35 @@ impl Ledger {
             }
             return Ok((tally, HookCounts::default()));
         }
-        self.queue.call(events).await
+        if self.queues.len() == 1 {
+            return Ok(self.queues[0].call(events).await?);
+        }
+        let mut pending = Vec::new();
+        for (writer, part) in partition::split(events, self.queues.len()) {
+            pending.push(self.queues[writer].submit(part).await);
+        }
+        let (mut tally, mut hooks, mut error) = (Tally::default(), HookCounts::default(), None);
+        for part in pending {
+            let answer = match part {
+                Ok(p) => p.answer().await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok((t, h)) => {
+                    tally.merge(t);
+                    hooks.accepted += h.accepted;
+                    hooks.duplicates += h.duplicates;
+                }
+                Err(e) => error = Some(e),
+            }
+        }
+        match error {
+            None => Ok((tally, hooks)),
+            Some(error) => Err(NotStored {
+                committed: tally,
+                error,
+            }),
+        }
     }
 
     /// Counts messages whose send hook did not come within the grace period, as

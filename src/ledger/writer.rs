@@ -19,12 +19,18 @@ const MAX_BATCH_EVENTS: usize = 1_000;
 pub(super) type Queue = group_commit::Queue<Vec<Event>, (Tally, HookCounts)>;
 type Job = group_commit::Job<Vec<Event>, (Tally, HookCounts)>;
 
-/// Starts `writers` tasks sharing one queue.
-pub(super) fn spawn(inner: Arc<Inner>, writers: usize) -> Queue {
-    Queue::start(writers, MAX_BATCH_EVENTS, Vec::len, move |jobs| {
-        let inner = inner.clone();
-        async move { commit(&inner, jobs).await }
-    })
+/// Starts `writers` tasks, each with its own queue ([`super::partition`] says which
+/// events go to which).
+pub(super) fn spawn(inner: Arc<Inner>, writers: usize) -> Arc<[Queue]> {
+    (0..writers.max(1))
+        .map(|_| {
+            let inner = inner.clone();
+            Queue::start(1, MAX_BATCH_EVENTS, Vec::len, move |jobs| {
+                let inner = inner.clone();
+                async move { commit(&inner, jobs).await }
+            })
+        })
+        .collect()
 }
 
 async fn commit(inner: &Inner, jobs: Vec<Job>) {
