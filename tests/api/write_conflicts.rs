@@ -76,3 +76,57 @@ async fn a_write_back_over_a_newer_row_is_refused(backend: Backend) {
 }
 
 crate::on_both_backends!(a_write_back_over_a_newer_row_is_refused);
+
+/// A status rewrites its message row: on Postgres, pages keep room for that, so that a
+/// rewrite is a HOT update (no new entry in any index) even once the table is full.
+#[tokio::test]
+async fn postgres_message_pages_keep_room_for_rewrites() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres).await;
+    open(&db).await;
+    open(&db).await.close().await; // a second start finds the setting in place
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let options: Option<Vec<String>> = sqlx::query_scalar(
+        "SELECT reloptions FROM pg_class WHERE oid = 'outbound_messages'::regclass",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    let ff = format!("fillfactor={}", store::OUTBOUND_FILLFACTOR);
+    assert_eq!(options, Some(vec![ff]));
+
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO outbound_messages (provider, message_id, channel, phone, first_seen_ms, updated_ms) \
+         SELECT 'meta', 'wamid.' || i, 'whatsapp', '+5511999' || i, 1000, 1000 FROM generate_series(1, 300) i",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let first_page: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM outbound_messages WHERE (ctid::text::point)[0] = 0",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert!(first_page > 5, "rows on the first page: {first_page}");
+    // Five messages of the first page get their first status, in one transaction (so
+    // that no old row version can be pruned meanwhile to make room).
+    let rewritten = sqlx::query(
+        "UPDATE outbound_messages SET seen_mask = 2, sent_ms = 2000, version = 1 \
+         WHERE message_id IN (SELECT message_id FROM outbound_messages \
+         WHERE (ctid::text::point)[0] = 0 LIMIT 5)",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap()
+    .rows_affected();
+    let hot: i64 = sqlx::query_scalar(
+        "SELECT pg_stat_get_xact_tuples_hot_updated('outbound_messages'::regclass)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(rewritten, 5);
+    assert_eq!(hot, 5, "rewrites that stayed on their page");
+}
