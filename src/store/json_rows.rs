@@ -100,12 +100,14 @@ impl Statement {
 /// inserted; a row that is present is updated only if its version is one less than the
 /// version the write gives it, that is, if nobody wrote it since it was read. Rows read
 /// as absent are written with version 0, which no stored row can be one less than.
-/// `keep` names columns an update leaves as they are.
+/// `keep` names columns an update leaves as they are. `defaults` names columns a row may
+/// leave out, and the value it then means (the row is smaller to send and to parse).
 pub fn write_back_sql(
     backend: Backend,
     table: &str,
     key: &[&str],
     keep: &[&str],
+    defaults: &[(&str, &str)],
     columns: &[&str],
 ) -> String {
     let set: Vec<String> = columns
@@ -113,11 +115,18 @@ pub fn write_back_sql(
         .filter(|c| !key.contains(c) && !keep.contains(c))
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
+    let values: Vec<String> = columns
+        .iter()
+        .map(|c| match defaults.iter().find(|(d, _)| d == c) {
+            Some((_, value)) => format!("COALESCE(v.{c}, {value})"),
+            None => format!("v.{c}"),
+        })
+        .collect();
     format!(
         "INSERT INTO {table} ({}) SELECT {} FROM {} WHERE true \
          ON CONFLICT ({}) DO UPDATE SET {} WHERE {table}.version = excluded.version - 1",
         columns.join(", "),
-        prefixed("v", columns),
+        values.join(", "),
         source(backend, table, columns),
         key.join(", "),
         set.join(", ")

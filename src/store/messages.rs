@@ -215,45 +215,78 @@ pub async fn pending_before(
         .collect()
 }
 
-/// A message as [`save_many`] writes it: the table's columns, by name.
+/// A message as [`save_many`] writes it: the table's columns, by name, each left out
+/// while it holds its column's default ([`DEFAULTS`]): a new message's row is mostly
+/// defaults, and the JSON Postgres parses per row was its largest cost.
 #[derive(Serialize)]
 struct StoredRow<'a> {
     provider: &'a str,
     message_id: &'a str,
     channel: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
     phone: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
     hook_seen: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     is_template: i64,
+    #[serde(skip_serializing_if = "is_empty")]
     template_name: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
     category: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
     sent_at_ms: i64,
+    #[serde(skip_serializing_if = "is_empty")]
     reservation_id: &'a str,
     first_seen_ms: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     seen_mask: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     counted_mask: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     observed_mask: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     accepted_ms: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     sent_ms: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     delivered_ms: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     read_ms: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     failed_ms: i64,
+    #[serde(skip_serializing_if = "is_empty")]
     pricing_type: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
     pricing_category: &'a str,
+    #[serde(skip_serializing_if = "is_unknown")]
     pricing_billable: i64,
+    #[serde(skip_serializing_if = "is_zero")]
     has_pricing: i64,
+    #[serde(skip_serializing_if = "is_empty")]
     error_code: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
     error_title: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
     error_message: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
     error_details: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
     label_fixed: i64,
+    #[serde(skip_serializing_if = "is_empty")]
     label_template: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
     label_category: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
     window_open_at_send: i64,
+    #[serde(skip_serializing_if = "is_no_cost")]
     cost: f64,
+    #[serde(skip_serializing_if = "is_empty")]
     cost_category: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
     currency: &'a str,
     /// The version this write gives the row: one more than the version read, 0 for a
     /// row that was absent (see [`json_rows::write_back_sql`]).
+    #[serde(skip_serializing_if = "is_zero")]
     version: i64,
     updated_ms: i64,
 }
@@ -305,6 +338,58 @@ impl<'a> StoredRow<'a> {
     }
 }
 
+/// The columns a [`StoredRow`] leaves out when they hold these values (the table's own
+/// defaults).
+const DEFAULTS: [(&str, &str); 31] = [
+    ("phone", "''"),
+    ("template_name", "''"),
+    ("category", "''"),
+    ("reservation_id", "''"),
+    ("pricing_type", "''"),
+    ("pricing_category", "''"),
+    ("error_code", "''"),
+    ("error_title", "''"),
+    ("error_message", "''"),
+    ("error_details", "''"),
+    ("label_template", "''"),
+    ("label_category", "''"),
+    ("cost_category", "''"),
+    ("currency", "''"),
+    ("hook_seen", "0"),
+    ("is_template", "0"),
+    ("sent_at_ms", "0"),
+    ("seen_mask", "0"),
+    ("counted_mask", "0"),
+    ("observed_mask", "0"),
+    ("accepted_ms", "0"),
+    ("sent_ms", "0"),
+    ("delivered_ms", "0"),
+    ("read_ms", "0"),
+    ("failed_ms", "0"),
+    ("has_pricing", "0"),
+    ("label_fixed", "0"),
+    ("window_open_at_send", "0"),
+    ("version", "0"),
+    ("pricing_billable", "-1"),
+    ("cost", "0"),
+];
+
+fn is_empty(s: &&str) -> bool {
+    s.is_empty()
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_unknown(billable: &i64) -> bool {
+    *billable == -1
+}
+
+fn is_no_cost(cost: &f64) -> bool {
+    *cost == 0.0
+}
+
 /// [`StoredRow`]'s fields beyond [`COLUMNS`].
 const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
 
@@ -319,6 +404,7 @@ static WRITE: Statement = Statement::new(|backend| {
         "outbound_messages",
         &key,
         &["first_seen_ms"],
+        &DEFAULTS,
         &stored_columns(),
     )
 });
@@ -411,17 +497,59 @@ fn from_row(r: &AnyRow) -> Result<MessageState, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{stored_columns, StoredRow};
+    use super::{stored_columns, StoredRow, DEFAULTS};
     use crate::domain::message::MessageState;
     use crate::domain::{Channel, Provider};
     use crate::store::json_rows::{field_names, sorted};
 
     #[test]
-    fn a_stored_row_names_exactly_the_columns_the_statements_write() {
+    fn a_stored_row_names_the_columns_the_statements_write_leaving_out_defaults() {
         let m = MessageState::new(Provider::Meta, "wamid.x".into(), Channel::Whatsapp, 1);
-        assert_eq!(
-            field_names(&StoredRow::new(&m, 0, 1)),
-            sorted(&stored_columns())
-        );
+        let all = stored_columns();
+        let defaulted: Vec<&str> = DEFAULTS.iter().map(|(c, _)| *c).collect();
+        assert!(defaulted.iter().all(|c| all.contains(c)), "{defaulted:?}");
+        let rest: Vec<&str> = all
+            .iter()
+            .filter(|c| !defaulted.contains(c))
+            .copied()
+            .collect();
+        // A new message holds every default: only the other columns are sent.
+        assert_eq!(field_names(&StoredRow::new(&m, 0, 1)), sorted(&rest));
+        // A row holding no default sends them all.
+        let full = StoredRow {
+            phone: "+5511999990000",
+            hook_seen: 1,
+            is_template: 1,
+            template_name: "promo",
+            category: "marketing",
+            sent_at_ms: 5,
+            reservation_id: "r",
+            seen_mask: 1,
+            counted_mask: 1,
+            observed_mask: 1,
+            accepted_ms: 1,
+            sent_ms: 1,
+            delivered_ms: 1,
+            read_ms: 1,
+            failed_ms: 1,
+            pricing_type: "regular",
+            pricing_category: "marketing",
+            pricing_billable: 1,
+            has_pricing: 1,
+            error_code: "131047",
+            error_title: "t",
+            error_message: "m",
+            error_details: "d",
+            label_fixed: 1,
+            label_template: "promo",
+            label_category: "marketing",
+            window_open_at_send: 1,
+            cost: 0.01,
+            cost_category: "marketing",
+            currency: "USD",
+            version: 1,
+            ..StoredRow::new(&m, 0, 1)
+        };
+        assert_eq!(field_names(&full), sorted(&all));
     }
 }

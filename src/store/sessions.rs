@@ -140,7 +140,7 @@ pub async fn lock_or_create_many(
 }
 
 static WRITE: Statement = Statement::new(|backend| {
-    json_rows::write_back_sql(backend, "sessions", &["phone"], &[], &stored_columns())
+    json_rows::write_back_sql(backend, "sessions", &["phone"], &[], &[], &stored_columns())
 });
 
 /// Writes sessions back in one statement; a row changed or created since it was read is
