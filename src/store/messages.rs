@@ -82,6 +82,24 @@ fn key_rows<'a>(keys: &[(Provider, &'a str, Channel)], now_ms: i64) -> String {
     json_rows::encode(&rows)
 }
 
+/// What a read needs of each key.
+#[derive(Serialize)]
+struct IdRow<'a> {
+    provider: &'a str,
+    message_id: &'a str,
+}
+
+fn id_rows(keys: &[(Provider, &str, Channel)]) -> String {
+    let rows: Vec<IdRow> = keys
+        .iter()
+        .map(|(provider, id, _)| IdRow {
+            provider: provider.as_str(),
+            message_id: id,
+        })
+        .collect();
+    json_rows::encode(&rows)
+}
+
 const KEY_COLUMNS: [&str; 5] = [
     "provider",
     "message_id",
@@ -95,7 +113,7 @@ static READ: Statement = Statement::new(|backend| {
         "SELECT {}, m.version FROM {} JOIN outbound_messages AS m \
          ON m.provider = v.provider AND m.message_id = v.message_id",
         json_rows::prefixed("m", &COLUMNS),
-        json_rows::source(backend, "outbound_messages", &KEY_COLUMNS)
+        json_rows::source(backend, "outbound_messages", &["provider", "message_id"])
     )
 });
 
@@ -110,7 +128,7 @@ pub async fn read_many(
 ) -> Result<Vec<Loaded>, sqlx::Error> {
     let rows = READ
         .query(backend_of(conn))
-        .bind(key_rows(keys, now_ms))
+        .bind(id_rows(keys))
         .fetch_all(&mut *conn)
         .await?;
     // Rows come back in no set order: each goes to its key's place, found without copying
