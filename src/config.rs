@@ -86,8 +86,8 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
     pub max_concurrent_requests: usize,
 
-    /// Concurrent write transactions (group-commit writers, each with its share of the
-    /// phones) on Postgres; default 2. SQLite always uses one.
+    /// Transactions a large group-commit batch is cut into (by phone) and run at once, on
+    /// Postgres; default 2. SQLite always uses one.
     #[arg(long, env = "DB_WRITERS")]
     pub db_writers: Option<usize>,
 

@@ -89,33 +89,14 @@ impl<I: Send + 'static, O: Send + 'static> Queue<I, O> {
 
     /// Queues `input` and waits for its batch's answer.
     pub async fn call(&self, input: I) -> Result<O, StoreError> {
-        self.submit(input).await?.answer().await
-    }
-
-    /// Queues `input`; its answer comes later, so that a caller can queue several inputs
-    /// (on several queues) before waiting for any.
-    pub async fn submit(&self, input: I) -> Result<Pending<O>, StoreError> {
         let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::from(sqlx::Error::PoolClosed);
         self.tx
             .send(Job { input, reply })
             .await
             .map_err(|_| closed())?;
-        Ok(Pending(answer))
+        answer.await.map_err(|_| closed())?
     }
-}
-
-/// The answer to a submitted input, once its batch has run.
-pub struct Pending<O>(oneshot::Receiver<Result<O, StoreError>>);
-
-impl<O> Pending<O> {
-    pub async fn answer(self) -> Result<O, StoreError> {
-        self.0.await.map_err(|_| closed())?
-    }
-}
-
-/// The queue's tasks are gone (the process is shutting down).
-fn closed() -> StoreError {
-    StoreError::from(sqlx::Error::PoolClosed)
 }
 
 /// `None` once every sender is gone.

@@ -29,8 +29,7 @@ const MAX_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct Ledger {
     inner: Arc<Inner>,
-    /// One per writer.
-    queues: Arc<[writer::Queue]>,
+    queue: writer::Queue,
 }
 
 pub(crate) struct Inner {
@@ -59,8 +58,44 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// A request that was not stored whole. With several writers its events may have been
-/// committed in parts: what the parts that did commit made countable must be counted
+/// What the writer answers a request: what its committed events made countable, and
+/// why the rest, if any, was not stored.
+#[derive(Debug, Default)]
+pub(crate) struct Recorded {
+    tally: Tally,
+    hooks: HookCounts,
+    error: Option<StoreError>,
+}
+
+impl Recorded {
+    fn failed(error: StoreError) -> Self {
+        Self {
+            error: Some(error),
+            ..Self::default()
+        }
+    }
+
+    /// Adds the answer for another part of the same request.
+    fn join(&mut self, other: Recorded) {
+        self.tally.merge(other.tally);
+        self.hooks.accepted += other.hooks.accepted;
+        self.hooks.duplicates += other.hooks.duplicates;
+        self.error = self.error.take().or(other.error);
+    }
+}
+
+impl From<(Tally, HookCounts)> for Recorded {
+    fn from((tally, hooks): (Tally, HookCounts)) -> Self {
+        Self {
+            tally,
+            hooks,
+            error: None,
+        }
+    }
+}
+
+/// A request that was not stored whole. When a large batch ran in parts, its events may
+/// have been committed in parts: what the parts that did commit made countable must be counted
 /// (the provider's retry finds them stored and counts only the rest).
 #[derive(Debug)]
 pub struct NotStored {
@@ -77,11 +112,10 @@ impl From<StoreError> for NotStored {
     }
 }
 
-/// Writers per process unless `--db-writers` says otherwise (SQLite always has one). Each
-/// writer has its own queue and takes its share of the events by phone
-/// ([`partition`]), so two writers run two batches at once without racing for rows:
-/// batched webhooks went from 36.8k to 50.7k statuses/s, single ones stayed at 10.4–10.9k
-/// (BENCHMARKS.md). More writers split the batches smaller for no gain on two cores.
+/// Transactions a large batch is cut into, by phone ([`partition`]), unless
+/// `--db-writers` says otherwise (SQLite always has one writer). Two run a batch of
+/// batched webhooks on two Postgres backends at once (34.5k → 59.6k statuses/s); more
+/// gained nothing on two cores. Small batches are never cut (see `writer`).
 pub const DEFAULT_WRITERS: usize = 2;
 
 impl Ledger {
@@ -101,14 +135,12 @@ impl Ledger {
             grace_ms,
             retries,
         });
-        let queues = writer::spawn(inner.clone(), writers);
-        Self { inner, queues }
+        let queue = writer::spawn(inner.clone(), writers);
+        Self { inner, queue }
     }
 
     /// Records one request's events and returns what to count, once they are durable.
-    /// Takes the events by value: they travel to the writer tasks without a copy. With
-    /// several writers, the request's events go to each writer's queue at once and the
-    /// parts are answered together.
+    /// Takes the events by value: they travel to the writer task without a copy.
     pub async fn record(&self, events: Vec<Event>) -> Result<(Tally, HookCounts), NotStored> {
         if events.iter().all(|e| matches!(e, Event::Ignored(_))) {
             let mut tally = Tally::default();
@@ -119,32 +151,11 @@ impl Ledger {
             }
             return Ok((tally, HookCounts::default()));
         }
-        if self.queues.len() == 1 {
-            return Ok(self.queues[0].call(events).await?);
-        }
-        let mut pending = Vec::new();
-        for (writer, part) in partition::split(events, self.queues.len()) {
-            pending.push(self.queues[writer].submit(part).await);
-        }
-        let (mut tally, mut hooks, mut error) = (Tally::default(), HookCounts::default(), None);
-        for part in pending {
-            let answer = match part {
-                Ok(p) => p.answer().await,
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok((t, h)) => {
-                    tally.merge(t);
-                    hooks.accepted += h.accepted;
-                    hooks.duplicates += h.duplicates;
-                }
-                Err(e) => error = Some(e),
-            }
-        }
-        match error {
-            None => Ok((tally, hooks)),
+        let recorded = self.queue.call(events).await?;
+        match recorded.error {
+            None => Ok((recorded.tally, recorded.hooks)),
             Some(error) => Err(NotStored {
-                committed: tally,
+                committed: recorded.tally,
                 error,
             }),
         }

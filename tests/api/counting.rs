@@ -407,6 +407,58 @@ async fn retention_purges_only_rows_past_it(backend: Backend) {
     );
 }
 
+/// A request of 300 send hooks and a webhook of 600 statuses are batches large enough to
+/// be cut by phone into transactions that run at once (on Postgres): every status is
+/// still counted once under its own template, and the hook reply counts every hook.
+async fn large_batches_cut_in_parts_count_every_message_under_its_template(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let t = T0_MS / 1000;
+    let phone = |i: usize| format!("9198{:08}", i % 97);
+    let template = |i: usize| if i % 3 == 0 { "promo" } else { "otp" };
+    let hooks: Vec<serde_json::Value> = (0..300)
+        .map(|i| {
+            template_hook(
+                &format!("wamid.big{i}"),
+                &phone(i),
+                template(i),
+                "marketing",
+                T0_MS,
+            )
+        })
+        .collect();
+    let reply = app.post_json("/v1/events/sent", &json!(hooks)).await;
+    assert_eq!(reply.status(), 202);
+    let reply: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(
+        (reply["accepted"].as_u64(), reply["duplicates"].as_u64()),
+        (Some(300), Some(0))
+    );
+    let statuses: Vec<serde_json::Value> = (0..300)
+        .flat_map(|i| {
+            ["sent", "delivered"].map(|st| {
+                json!({"id": format!("wamid.big{i}"), "status": st,
+                "timestamp": (t + 5).to_string(), "recipient_id": phone(i)})
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(
+        &json!({"entry": [{"id": "1", "changes": [{"field": "messages",
+        "value": {"statuses": statuses}}]}]}),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(app.post_meta(&body).await.status(), 200);
+    }
+    let s = app.scrape().await;
+    for (tpl, n) in [("promo", 100.0), ("otp", 200.0)] {
+        assert_eq!(out(&s, tpl, "sent"), n, "{tpl} sent");
+        assert_eq!(out(&s, tpl, "delivered"), n, "{tpl} delivered");
+    }
+    let wh = |o| s.sum("messaging_webhook_events_total", &[("outcome", o)]);
+    assert_eq!((wh("processed"), wh("duplicate")), (600.0, 600.0));
+}
+
 on_both_backends!(
     the_same_webhook_delivered_five_times_counts_once,
     statuses_in_reverse_order_count_the_same_as_in_order,
@@ -416,4 +468,5 @@ on_both_backends!(
     label_values_past_the_limit_become_other,
     ai_reports_become_latency_tokens_cost_and_intents,
     retention_purges_only_rows_past_it,
+    large_batches_cut_in_parts_count_every_message_under_its_template,
 );
