@@ -415,7 +415,7 @@ async fn large_batches_cut_in_parts_count_every_message_under_its_template(backe
     let app = TestApp::spawn(&db).await;
     let t = T0_MS / 1000;
     let phone = |i: usize| format!("9198{:08}", i % 97);
-    let template = |i: usize| if i % 3 == 0 { "promo" } else { "otp" };
+    let template = |i: usize| if i.is_multiple_of(3) { "promo" } else { "otp" };
     let hooks: Vec<serde_json::Value> = (0..300)
         .map(|i| {
             template_hook(
