@@ -226,8 +226,9 @@ async fn parse_twilio(
 }
 
 /// Stores events, then counts what their commit made countable. On a database error the
-/// caller gets 503 and only what was committed before it is counted (nothing, with one
-/// writer), so the provider's retry counts the rest exactly once.
+/// caller gets 503 and only what was committed is counted (nothing, unless the request's
+/// batch was cut in parts and some of them committed), so the provider's retry counts the
+/// rest exactly once.
 pub(super) async fn store_and_count(state: &AppState, events: Vec<Event>) -> Result<HookCounts> {
     match state.ledger.record(events).await {
         Ok((tally, hooks)) => {
