@@ -332,3 +332,77 @@ async fn a_hanging_database_gives_503_within_the_timeout_and_the_pool_recovers()
     assert!(codes.iter().all(|c| *c == 200 || *c == 202), "{codes:?}");
     expect_totals(&app.scrape().await);
 }
+
+/// A webhook large enough to be cut in two transactions, one of which the database
+/// refuses (a trigger stands in for a fault that hits one part): the request gets 503,
+/// the part that committed is counted, and the provider's retry counts the rest, so every
+/// status counts exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_stored_in_part_counts_its_stored_part_and_its_retry_the_rest() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres).await;
+    let app = TestApp::spawn(&db).await;
+    const N: usize = 200;
+    let id = |i: usize| format!("wamid.part{i}");
+    let phone = |i: usize| format!("9198{:08}", i);
+    let hooks: Vec<serde_json::Value> = (0..N)
+        .map(|i| template_hook(&id(i), &phone(i), "promo", "marketing", T0_MS))
+        .collect();
+    assert_eq!(
+        app.post_json("/v1/events/sent", &json!(hooks))
+            .await
+            .status(),
+        202
+    );
+
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_part0() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.message_id = 'wamid.part0' AND NEW.seen_mask <> 0 THEN \
+             RAISE EXCEPTION 'injected fault' USING ERRCODE = '58030'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_part0 BEFORE UPDATE ON outbound_messages \
+           FOR EACH ROW EXECUTE FUNCTION refuse_part0();",
+    )
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let statuses: Vec<serde_json::Value> = (0..N)
+        .map(|i| json!({"id": id(i), "status": "sent", "timestamp": (T0_MS / 1000 + 2).to_string(), "recipient_id": phone(i)}))
+        .collect();
+    let body = serde_json::to_vec(
+        &json!({"entry": [{"id": "1", "changes": [{"field": "messages",
+        "value": {"statuses": statuses}}]}]}),
+    )
+    .unwrap();
+
+    assert_eq!(app.post_meta(&body).await.status(), 503);
+    let s = app.scrape().await;
+    let sent = s.sum("messaging_outbound_messages_total", &[("status", "sent")]);
+    let processed = s.sum(
+        "messaging_webhook_events_total",
+        &[("outcome", "processed")],
+    );
+    assert!(
+        sent > 0.0 && sent < N as f64,
+        "the other part committed and counted: {sent}"
+    );
+    assert_eq!(processed, sent);
+
+    sqlx::raw_sql("DROP TRIGGER refuse_part0 ON outbound_messages")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(app.post_meta(&body).await.status(), 200);
+    let s = app.scrape().await;
+    assert_eq!(
+        s.sum(
+            "messaging_outbound_messages_total",
+            &[("status", "sent"), ("template", "promo")]
+        ),
+        N as f64,
+        "each status counted once, under its template"
+    );
+    let wh = |o| s.sum("messaging_webhook_events_total", &[("outcome", o)]);
+    assert_eq!((wh("processed"), wh("duplicate")), (N as f64, sent));
+}
