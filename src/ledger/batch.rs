@@ -3,7 +3,7 @@
 //! unchanged since read (else the batch runs again, with its rows locked in one order).
 //! A handful of statements per batch, whatever its size.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
@@ -17,19 +17,41 @@ use crate::events::{Event, InboundMessage, SentMessage};
 use crate::store::reservations::{self, ReservationStatus, Settlement};
 use crate::store::{inbound, messages, sessions};
 
-type MessageKey = (Provider, String);
+/// A row of the batch as loaded, and whether the batch changed it.
+struct BatchRow<T> {
+    state: T,
+    /// The row version it was read at (`None`: not stored yet).
+    version: Option<i64>,
+    dirty: bool,
+}
 
-/// The rows of one batch, locked and loaded.
-struct Rows {
-    messages: HashMap<MessageKey, MessageState>,
-    /// The row version each message was read at (`None`: not stored yet).
-    versions: HashMap<MessageKey, Option<i64>>,
-    sessions: HashMap<String, SessionState>,
-    session_versions: HashMap<String, Option<i64>>,
+impl<T> BatchRow<T> {
+    fn new((state, version): (T, Option<i64>)) -> Self {
+        Self {
+            state,
+            version,
+            dirty: false,
+        }
+    }
+}
+
+/// The rows a batch changed, with the versions they were read at, in the order given.
+fn changed<'a, T: 'a>(rows: impl Iterator<Item = &'a BatchRow<T>>) -> Vec<(&'a T, Option<i64>)> {
+    rows.filter(|r| r.dirty)
+        .map(|r| (&r.state, r.version))
+        .collect()
+}
+
+/// The rows of one batch, locked and loaded. Messages are found by keys borrowed from the
+/// events (`'e`), so that an event's lookup copies nothing.
+struct Rows<'e> {
+    /// In key order, the order they are written back in.
+    messages: Vec<BatchRow<MessageState>>,
+    index: HashMap<(Provider, &'e str), usize>,
+    /// By phone, the order they are written back in.
+    sessions: BTreeMap<String, BatchRow<SessionState>>,
     /// Inbound messages stored for the first time by this batch, not yet claimed by an event.
     new_inbound: HashSet<(String, String)>,
-    dirty_messages: HashSet<MessageKey>,
-    dirty_sessions: BTreeSet<String>,
     /// Phone → latest `sent_at` of a template that went out (while rate limiting is on).
     templates: BTreeMap<String, i64>,
     /// Reservations named by send hooks, in the order the hooks came.
@@ -62,34 +84,21 @@ pub(super) async fn apply(
         }
         out.push((tally, hooks));
     }
-    // Written in the order they were read, so that concurrent writers (other replicas,
-    // `--db-writers`) take row locks in one order and do not deadlock.
-    let mut dirty: Vec<(&MessageState, Option<i64>)> = rows
-        .dirty_messages
-        .iter()
-        .map(|k| (&rows.messages[k], rows.versions[k]))
-        .collect();
-    dirty.sort_unstable_by(|(a, _), (b, _)| {
-        (a.provider.as_str(), &a.message_id).cmp(&(b.provider.as_str(), &b.message_id))
-    });
-    messages::save_many(conn, &dirty, cx.now).await?;
-    let dirty: Vec<(&SessionState, Option<i64>)> = rows
-        .dirty_sessions
-        .iter()
-        .map(|p| (&rows.sessions[p], rows.session_versions[p]))
-        .collect();
-    sessions::save_many(conn, &dirty, cx.now).await?;
+    // Written in key order, the order they were read in, so that concurrent writers (other
+    // replicas, the parts of a batch) take row locks in one order and do not deadlock.
+    messages::save_many(conn, &changed(rows.messages.iter()), cx.now).await?;
+    sessions::save_many(conn, &changed(rows.sessions.values()), cx.now).await?;
     reservations::apply_hooks(conn, &rows.templates, &rows.settlements, cx.now).await?;
     Ok(out)
 }
 
 /// Reads (or locks) messages in key order, then sessions in phone order, and stores
 /// inbound messages.
-async fn load(
+async fn load<'e>(
     conn: &mut AnyConnection,
-    requests: &[&[Event]],
+    requests: &[&'e [Event]],
     cx: &Context<'_>,
-) -> Result<Rows, sqlx::Error> {
+) -> Result<Rows<'e>, sqlx::Error> {
     let events = || requests.iter().flat_map(|r| r.iter());
     let mut keys: Vec<_> = events()
         .filter_map(|e| match e {
@@ -105,23 +114,21 @@ async fn load(
     } else {
         messages::read_many(conn, &keys, cx.now).await?
     };
-    let mut messages = HashMap::with_capacity(loaded.len());
-    let mut versions = HashMap::with_capacity(loaded.len());
-    for (m, version) in loaded {
-        let key = (m.provider, m.message_id.clone());
-        versions.insert(key.clone(), version);
-        messages.insert(key, m);
-    }
+    let index: HashMap<(Provider, &str), usize> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (provider, id, _))| ((*provider, *id), i))
+        .collect();
+    let messages: Vec<BatchRow<MessageState>> = loaded.into_iter().map(BatchRow::new).collect();
 
-    let mut sessions = HashMap::new();
-    let mut session_versions = HashMap::new();
+    let mut sessions = BTreeMap::new();
     if cx.settings.session_tracking_enabled {
         // An outbound message touches its session once, when it is first linked: later
         // statuses leave the session row alone, so it is neither locked nor rewritten.
         let unlinked = |provider: Provider, id: &str| {
-            messages
-                .get(&(provider, id.to_owned()))
-                .is_some_and(|m| !m.observed.has(Observed::SESSION))
+            index
+                .get(&(provider, id))
+                .is_some_and(|&i| !messages[i].state.observed.has(Observed::SESSION))
         };
         let mut phones: Vec<&str> = events()
             .filter_map(|e| match e {
@@ -132,7 +139,8 @@ async fn load(
             })
             .chain(
                 messages
-                    .values()
+                    .iter()
+                    .map(|m| &m.state)
                     .filter(|m| !m.observed.has(Observed::SESSION))
                     .filter_map(|m| m.phone.as_ref()),
             )
@@ -146,8 +154,7 @@ async fn load(
             sessions::read_many(conn, &phones, cx.now).await?
         };
         for (s, version) in loaded {
-            session_versions.insert(s.phone.clone(), version);
-            sessions.insert(s.phone.clone(), s);
+            sessions.insert(s.phone.clone(), BatchRow::new((s, version)));
         }
     }
 
@@ -164,21 +171,18 @@ async fn load(
     };
     Ok(Rows {
         messages,
-        versions,
+        index,
         sessions,
-        session_versions,
         new_inbound,
-        dirty_messages: HashSet::new(),
-        dirty_sessions: BTreeSet::new(),
         templates: BTreeMap::new(),
         settlements: Vec::new(),
     })
 }
 
-async fn apply_event(
+async fn apply_event<'e>(
     conn: &mut AnyConnection,
-    event: &Event,
-    rows: &mut Rows,
+    event: &'e Event,
+    rows: &mut Rows<'e>,
     cx: &Context<'_>,
     tally: &mut Tally,
     hooks: &mut HookCounts,
@@ -186,8 +190,8 @@ async fn apply_event(
     match event {
         Event::Ignored(p) => tally.outcome(*p, Outcome::Ignored),
         Event::Status(s) => {
-            let key = (s.provider, s.message_id.clone());
-            let m = rows.messages.get_mut(&key).expect("locked in load");
+            let i = rows.index[&(s.provider, s.message_id.as_str())];
+            let m = &mut rows.messages[i].state;
             if m.phone.is_none() {
                 m.phone = s.phone.clone();
             }
@@ -206,12 +210,12 @@ async fn apply_event(
                 },
             );
             if new {
-                finish_message(&key, rows, cx, tally);
+                finish_message(i, rows, cx, tally);
             }
         }
         Event::Sent(h) => {
-            let key = (h.provider, h.message_id.clone());
-            let m = rows.messages.get_mut(&key).expect("locked in load");
+            let i = rows.index[&(h.provider, h.message_id.as_str())];
+            let m = &mut rows.messages[i].state;
             if !m.record_hook(h.hook.clone(), h.error.clone()) {
                 hooks.duplicates += 1;
                 return Ok(());
@@ -223,7 +227,7 @@ async fn apply_event(
             if let Some(r) = &h.reservation_id {
                 m.reservation_id = r.clone();
             }
-            finish_message(&key, rows, cx, tally);
+            finish_message(i, rows, cx, tally);
             note_cooldown(h, rows, cx);
         }
         Event::Inbound(msg) => {
@@ -240,8 +244,8 @@ async fn apply_event(
                 .as_ref()
                 .and_then(|p| rows.sessions.get_mut(p.as_str()))
             {
-                session.record_inbound(msg.at_ms.unwrap_or(cx.now));
-                rows.dirty_sessions.insert(session.phone.clone());
+                session.state.record_inbound(msg.at_ms.unwrap_or(cx.now));
+                session.dirty = true;
             }
         }
         Event::WebhookError(e) => {
@@ -258,8 +262,8 @@ async fn apply_event(
 }
 
 /// Links a changed message to its phone's session once, settles it, marks it for writing.
-fn finish_message(key: &MessageKey, rows: &mut Rows, cx: &Context<'_>, tally: &mut Tally) {
-    let m = rows.messages.get_mut(key).expect("locked in load");
+fn finish_message(i: usize, rows: &mut Rows, cx: &Context<'_>, tally: &mut Tally) {
+    let m = &mut rows.messages[i].state;
     if let (Some(phone), Some(sent_ms), false) = (
         &m.phone,
         m.send_time_ms(),
@@ -268,6 +272,8 @@ fn finish_message(key: &MessageKey, rows: &mut Rows, cx: &Context<'_>, tally: &m
         m.observed.set(Observed::SESSION);
         // Sessions are loaded only while session tracking is on.
         if let Some(session) = rows.sessions.get_mut(phone.as_str()) {
+            session.dirty = true;
+            let session = &mut session.state;
             m.window_open_at_send = session.window().is_open_at(sent_ms);
             if let Some(seconds) = session.record_outbound(sent_ms) {
                 tally.response_latency.push(Latency {
@@ -277,11 +283,10 @@ fn finish_message(key: &MessageKey, rows: &mut Rows, cx: &Context<'_>, tally: &m
                     seconds,
                 });
             }
-            rows.dirty_sessions.insert(session.phone.clone());
         }
     }
     m.settle(cx.now, cx.grace_ms, cx.settings, tally);
-    rows.dirty_messages.insert(key.clone());
+    rows.messages[i].dirty = true;
 }
 
 /// A template that went out starts its phone's cooldown at its `sent_at` (while rate

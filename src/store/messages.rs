@@ -117,8 +117,8 @@ static READ: Statement = Statement::new(|backend| {
     )
 });
 
-/// Reads the stored state of each key without locking it; absent keys come back as new
-/// messages. The write-back ([`save_many`]) then fails with a [`WriteConflict`] if
+/// Reads the stored state of each key without locking it, in the keys' order; absent keys
+/// come back as new messages. The write-back ([`save_many`]) then fails with a [`WriteConflict`] if
 /// another transaction changed one of them meanwhile, and the batch runs again: the
 /// common case pays one read and one write per message, no lock round trip.
 pub async fn read_many(
@@ -131,15 +131,23 @@ pub async fn read_many(
         .bind(id_rows(keys))
         .fetch_all(&mut *conn)
         .await?;
-    // Rows come back in no set order: each goes to its key's place, found without copying
-    // the key; keys with no row become new messages.
+    in_key_order(keys, &rows, now_ms)
+}
+
+/// One state per key, in the keys' order: rows come back in no set order, so each goes to
+/// its key's place (found without copying the key); keys with no row become new messages.
+fn in_key_order(
+    keys: &[(Provider, &str, Channel)],
+    rows: &[AnyRow],
+    now_ms: i64,
+) -> Result<Vec<Loaded>, sqlx::Error> {
     let place: HashMap<(Provider, &str), usize> = keys
         .iter()
         .enumerate()
         .map(|(i, (provider, id, _))| ((*provider, *id), i))
         .collect();
     let mut loaded: Vec<Option<Loaded>> = vec![None; keys.len()];
-    for row in &rows {
+    for row in rows {
         let m = from_row(row)?;
         if let Some(&i) = place.get(&(m.provider, m.message_id.as_str())) {
             loaded[i] = Some((m, Some(row.try_get::<i64, _>("version")?)));
@@ -169,7 +177,8 @@ static LOCK: Statement = Statement::new(|backend| {
 });
 
 /// Creates each row if absent and locks it either way (the `DO UPDATE` takes the row lock
-/// on Postgres; SQLite writers are already serialised), returning the current states.
+/// on Postgres; SQLite writers are already serialised), returning the current states in
+/// the keys' order.
 /// Keys are locked in the order given: callers sort them, so that concurrent
 /// transactions lock in one order and cannot deadlock on messages. Used when a batch
 /// runs again after losing a race, so that it cannot lose the next one.
@@ -183,9 +192,7 @@ pub async fn lock_or_create_many(
         .bind(key_rows(keys, now_ms))
         .fetch_all(&mut *conn)
         .await?;
-    rows.iter()
-        .map(|row| Ok((from_row(row)?, Some(row.try_get::<i64, _>("version")?))))
-        .collect()
+    in_key_order(keys, &rows, now_ms)
 }
 
 static LOCK_PENDING: Statement = Statement::new(|_| {
