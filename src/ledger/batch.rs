@@ -151,7 +151,7 @@ async fn load<'e>(
         let loaded = if cx.lock_rows {
             sessions::lock_or_create_many(conn, &phones, cx.now).await?
         } else {
-            sessions::read_many(conn, &phones, cx.now).await?
+            sessions::read_many(conn, &phones).await?
         };
         for (s, version) in loaded {
             sessions.insert(s.phone.clone(), BatchRow::new((s, version)));

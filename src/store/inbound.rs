@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
 
-use super::json_rows::{self, backend_of, Statement};
+use super::json_rows::{self, Statement};
 
 use crate::events::{InboundMessage, WebhookError};
 
@@ -26,11 +26,7 @@ pub async fn insert_many(
             received_ms: *at_ms,
         })
         .collect();
-    let rows = INSERT
-        .query(backend_of(conn))
-        .bind(json_rows::encode(&rows))
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = INSERT.over(conn, &rows).fetch_all(&mut *conn).await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
         .collect()

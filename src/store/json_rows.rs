@@ -46,6 +46,16 @@ pub fn encode<T: serde::Serialize>(rows: &[T]) -> String {
     serde_json::to_string(rows).expect("rows of strings and numbers serialise")
 }
 
+/// A row naming only a phone: what reads by phone send.
+#[derive(serde::Serialize)]
+pub struct PhoneKey<'a> {
+    pub phone: &'a str,
+}
+
+pub fn phone_keys<'a>(phones: &[&'a str]) -> Vec<PhoneKey<'a>> {
+    phones.iter().map(|phone| PhoneKey { phone }).collect()
+}
+
 /// One SQL text per backend, built on first use.
 pub struct Statement {
     build: fn(Backend) -> String,
@@ -84,6 +94,16 @@ impl Statement {
         backend: Backend,
     ) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
         sqlx::query(self.sql(backend)).persistent(!self.replanned)
+    }
+
+    /// The statement over `rows`, bound as its `$1` (see [`source`]); any further
+    /// parameters are bound after it.
+    pub fn over<T: serde::Serialize>(
+        &self,
+        conn: &AnyConnection,
+        rows: &[T],
+    ) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+        self.query(backend_of(conn)).bind(encode(rows))
     }
 
     fn sql(&self, backend: Backend) -> &str {
@@ -145,11 +165,7 @@ pub async fn write_back<T: serde::Serialize>(
     if rows.is_empty() {
         return Ok(());
     }
-    let done = statement
-        .query(backend_of(conn))
-        .bind(encode(rows))
-        .execute(&mut *conn)
-        .await?;
+    let done = statement.over(conn, rows).execute(&mut *conn).await?;
     if done.rows_affected() != rows.len() as u64 {
         return Err(WriteConflict::error(table));
     }

@@ -68,9 +68,8 @@ struct KeyRow<'a> {
     updated_ms: i64,
 }
 
-fn key_rows<'a>(keys: &[(Provider, &'a str, Channel)], now_ms: i64) -> String {
-    let rows: Vec<KeyRow<'a>> = keys
-        .iter()
+fn key_rows<'a>(keys: &[(Provider, &'a str, Channel)], now_ms: i64) -> Vec<KeyRow<'a>> {
+    keys.iter()
         .map(|(provider, id, channel)| KeyRow {
             provider: provider.as_str(),
             message_id: id,
@@ -78,8 +77,7 @@ fn key_rows<'a>(keys: &[(Provider, &'a str, Channel)], now_ms: i64) -> String {
             first_seen_ms: now_ms,
             updated_ms: now_ms,
         })
-        .collect();
-    json_rows::encode(&rows)
+        .collect()
 }
 
 /// What a read needs of each key.
@@ -89,15 +87,13 @@ struct IdRow<'a> {
     message_id: &'a str,
 }
 
-fn id_rows(keys: &[(Provider, &str, Channel)]) -> String {
-    let rows: Vec<IdRow> = keys
-        .iter()
+fn id_rows<'a>(keys: &[(Provider, &'a str, Channel)]) -> Vec<IdRow<'a>> {
+    keys.iter()
         .map(|(provider, id, _)| IdRow {
             provider: provider.as_str(),
             message_id: id,
         })
-        .collect();
-    json_rows::encode(&rows)
+        .collect()
 }
 
 const KEY_COLUMNS: [&str; 5] = [
@@ -127,8 +123,7 @@ pub async fn read_many(
     now_ms: i64,
 ) -> Result<Vec<Loaded>, sqlx::Error> {
     let rows = READ
-        .query(backend_of(conn))
-        .bind(id_rows(keys))
+        .over(conn, &id_rows(keys))
         .fetch_all(&mut *conn)
         .await?;
     in_key_order(keys, &rows, now_ms)
@@ -188,8 +183,7 @@ pub async fn lock_or_create_many(
     now_ms: i64,
 ) -> Result<Vec<Loaded>, sqlx::Error> {
     let rows = LOCK
-        .query(backend_of(conn))
-        .bind(key_rows(keys, now_ms))
+        .over(conn, &key_rows(keys, now_ms))
         .fetch_all(&mut *conn)
         .await?;
     in_key_order(keys, &rows, now_ms)

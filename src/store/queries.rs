@@ -12,7 +12,7 @@ use sqlx::{AnyConnection, Row};
 use crate::domain::cooldown::Slot;
 use crate::domain::session::SessionState;
 use crate::domain::window::{Window, WINDOW_MS};
-use crate::store::json_rows::{self, backend_of, Statement};
+use crate::store::json_rows::{self, Statement};
 
 /// When a message's cost was counted: its delivery, or its read when no delivery came.
 const CHARGED_MS: &str = "(CASE WHEN delivered_ms > 0 THEN delivered_ms ELSE read_ms END)";
@@ -46,11 +46,6 @@ pub async fn session(
     row.as_ref().map(session_from).transpose()
 }
 
-#[derive(serde::Serialize)]
-struct PhoneRow<'a> {
-    phone: &'a str,
-}
-
 static PRESEND_STATES: Statement = Statement::new(|backend| {
     format!(
         "SELECT v.phone, COALESCE(s.last_inbound_ms, 0), COALESCE(c.last_template_ms, 0), \
@@ -67,10 +62,8 @@ pub async fn presend_states(
     conn: &mut AnyConnection,
     phones: &[&str],
 ) -> Result<HashMap<String, (Window, Slot)>, sqlx::Error> {
-    let rows: Vec<PhoneRow> = phones.iter().map(|phone| PhoneRow { phone }).collect();
     let rows = PRESEND_STATES
-        .query(backend_of(conn))
-        .bind(json_rows::encode(&rows))
+        .over(conn, &json_rows::phone_keys(phones))
         .fetch_all(&mut *conn)
         .await?;
     let mut out = HashMap::with_capacity(rows.len());

@@ -124,8 +124,7 @@ pub async fn take_many(
         .map(|(phone, hold_id)| Hold { phone, hold_id })
         .collect();
     let rows = TAKE
-        .query(backend_of(conn))
-        .bind(json_rows::encode(&rows))
+        .over(conn, &rows)
         .bind(free_if_anchored_before(now_ms, cooldown_ms))
         .bind(now_ms)
         .fetch_all(&mut *conn)
@@ -172,11 +171,7 @@ pub async fn insert_many(
             updated_ms: now_ms,
         })
         .collect();
-    INSERT
-        .query(backend_of(conn))
-        .bind(json_rows::encode(&rows))
-        .execute(&mut *conn)
-        .await?;
+    INSERT.over(conn, &rows).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -219,10 +214,8 @@ pub async fn slots(
         .iter()
         .map(|p| ((*p).to_owned(), Slot::default()))
         .collect();
-    let rows: Vec<Phone> = phones.iter().map(|phone| Phone { phone }).collect();
     for row in SLOTS
-        .query(backend_of(conn))
-        .bind(json_rows::encode(&rows))
+        .over(conn, &json_rows::phone_keys(phones))
         .fetch_all(&mut *conn)
         .await?
     {
@@ -235,11 +228,6 @@ pub async fn slots(
         );
     }
     Ok(out)
-}
-
-#[derive(Serialize)]
-struct Phone<'a> {
-    phone: &'a str,
 }
 
 static SLOTS: Statement = Statement::new(|backend| {
@@ -268,7 +256,6 @@ pub async fn apply_hooks(
     settlements: &[Settlement],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let backend = backend_of(conn);
     if !templates.is_empty() {
         let rows: Vec<Cooldown> = templates
             .iter()
@@ -279,8 +266,7 @@ pub async fn apply_hooks(
             })
             .collect();
         START_COOLDOWNS
-            .query(backend)
-            .bind(json_rows::encode(&rows))
+            .over(conn, &rows)
             .execute(&mut *conn)
             .await?;
     }
@@ -301,6 +287,8 @@ pub async fn apply_hooks(
             message_id: &s.message_id,
         })
         .collect();
+    // Both statements read the same rows: encoded once.
+    let backend = backend_of(conn);
     let rows = json_rows::encode(&rows);
     for statement in [&END_HOLDS, &SETTLE] {
         statement

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use super::json_rows::{self, backend_of, Statement};
+use super::json_rows::{self, Statement};
 use crate::domain::session::SessionState;
 
 const COLUMNS: [&str; 6] = [
@@ -59,16 +59,14 @@ fn stored_columns() -> Vec<&'static str> {
     COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
 }
 
-fn key_rows(phones: &[&str], now_ms: i64) -> String {
-    let empty = SessionState::default();
-    let rows: Vec<StoredRow> = phones
+fn new_rows<'a>(phones: &[&'a str], empty: &'a SessionState, now_ms: i64) -> Vec<StoredRow<'a>> {
+    phones
         .iter()
         .map(|phone| StoredRow {
             phone,
-            ..StoredRow::new(&empty, 0, now_ms)
+            ..StoredRow::new(empty, 0, now_ms)
         })
-        .collect();
-    json_rows::encode(&rows)
+        .collect()
 }
 
 static READ: Statement = Statement::new(|backend| {
@@ -84,11 +82,9 @@ static READ: Statement = Statement::new(|backend| {
 pub async fn read_many(
     conn: &mut AnyConnection,
     phones: &[&str],
-    now_ms: i64,
 ) -> Result<Vec<Loaded>, sqlx::Error> {
     let rows = READ
-        .query(backend_of(conn))
-        .bind(key_rows(phones, now_ms))
+        .over(conn, &json_rows::phone_keys(phones))
         .fetch_all(&mut *conn)
         .await?;
     // As for messages: each row to its phone's place, absent phones become new sessions.
@@ -131,9 +127,9 @@ pub async fn lock_or_create_many(
     phones: &[&str],
     now_ms: i64,
 ) -> Result<Vec<Loaded>, sqlx::Error> {
+    let empty = SessionState::default();
     let rows = LOCK
-        .query(backend_of(conn))
-        .bind(key_rows(phones, now_ms))
+        .over(conn, &new_rows(phones, &empty, now_ms))
         .fetch_all(&mut *conn)
         .await?;
     rows.iter().map(from_row).collect()
