@@ -37,11 +37,11 @@ impl App {
             .context("loading settings")?;
         let settings = Arc::new(SettingsCache::new(settings));
         let grace_ms = i64::try_from(config.grace().as_millis()).unwrap_or(i64::MAX);
-        let writers = match (config.db_writers, db.backend()) {
+        let batch_parts = match (config.db_writers, db.backend()) {
             // SQLite allows one writer at a time: more would only queue on its lock.
             (_, Backend::Sqlite) => 1,
             (Some(n), _) => n.max(1),
-            (None, _) => crate::ledger::DEFAULT_WRITERS,
+            (None, _) => crate::ledger::DEFAULT_BATCH_PARTS,
         };
         let metrics = Arc::new(Metrics::new(config.max_label_values));
         let ledger = Ledger::new(
@@ -49,7 +49,7 @@ impl App {
             settings.clone(),
             clock.clone(),
             grace_ms,
-            writers,
+            batch_parts,
             metrics.db_retries(),
         );
         metrics.set_ready(true);

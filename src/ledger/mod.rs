@@ -117,16 +117,17 @@ impl From<StoreError> for NotStored {
 /// batched webhooks on two Postgres backends at once (with HOT rewrites and smaller
 /// rows: 34.5k → 60.3k statuses/s); more gained nothing on two cores. Small batches are
 /// never cut (see `writer`).
-pub const DEFAULT_WRITERS: usize = 2;
+pub const DEFAULT_BATCH_PARTS: usize = 2;
 
 impl Ledger {
-    /// Starts the writer tasks (needs a Tokio runtime).
+    /// Starts the writer task (needs a Tokio runtime); its large batches run as
+    /// `batch_parts` transactions at once.
     pub fn new(
         db: Db,
         settings: Arc<SettingsCache>,
         clock: SharedClock,
         grace_ms: i64,
-        writers: usize,
+        batch_parts: usize,
         retries: Retries,
     ) -> Self {
         let inner = Arc::new(Inner {
@@ -136,7 +137,7 @@ impl Ledger {
             grace_ms,
             retries,
         });
-        let queue = writer::spawn(inner.clone(), writers);
+        let queue = writer::spawn(inner.clone(), batch_parts);
         Self { inner, queue }
     }
 
