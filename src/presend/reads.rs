@@ -6,7 +6,7 @@ use crate::domain::cooldown::Slot;
 use crate::domain::window::Window;
 use crate::group_commit::{answer_all, Job, Queue};
 use crate::ledger::StoreError;
-use crate::store::{queries, Backend, Db};
+use crate::store::{queries, Db};
 
 /// Phones per query, at most.
 const MAX_BATCH: usize = 500;
@@ -44,17 +44,10 @@ async fn read(db: &Db, jobs: Vec<Job<String, (Window, Slot)>>) {
     phones.sort_unstable();
     phones.dedup();
     let result = async {
-        // Postgres needs the read's planner settings, which only a transaction can scope;
-        // SQLite plans every lookup by key anyway, and its transaction would cost two calls.
-        if db.backend() == Backend::Postgres {
-            let mut tx = db.begin_keyed_read().await?;
-            let states = queries::presend_states(&mut tx, &phones).await?;
-            tx.commit().await?;
-            Ok(states)
-        } else {
-            let mut conn = db.pool().acquire().await?;
-            queries::presend_states(&mut conn, &phones).await
-        }
+        let mut read = db.keyed_read().await?;
+        let states = queries::presend_states(read.conn(), &phones).await?;
+        read.finish().await?;
+        Ok(states)
     }
     .await;
     let states = result.map(|states| {

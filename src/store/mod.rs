@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +34,29 @@ pub struct Db {
     /// would-be `SQLITE_BUSY` errors into a short queue. `None` on Postgres, where row
     /// locks order concurrent writers.
     write_lock: Option<Arc<Mutex<()>>>,
+}
+
+/// See [`Db::keyed_read`].
+pub enum KeyedRead {
+    Transaction(Transaction<'static, Any>),
+    Connection(PoolConnection<Any>),
+}
+
+impl KeyedRead {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        match self {
+            KeyedRead::Transaction(tx) => tx,
+            KeyedRead::Connection(conn) => conn,
+        }
+    }
+
+    /// Ends the read (a transaction's end is a round trip).
+    pub async fn finish(self) -> Result<(), sqlx::Error> {
+        match self {
+            KeyedRead::Transaction(tx) => tx.commit().await,
+            KeyedRead::Connection(_) => Ok(()),
+        }
+    }
 }
 
 /// A write transaction (and, on SQLite, the writer lock held until it ends).
@@ -56,8 +80,14 @@ impl WriteTx {
 /// connection: the query API's aggregates may rightly scan.) Statements whose cached plan
 /// could still start from the table rather than from the parameter are planned afresh
 /// each time ([`json_rows::Statement::replanned`]).
-const POSTGRES_KEYED: &str = "SET LOCAL enable_hashjoin = off; \
-    SET LOCAL enable_mergejoin = off; SET LOCAL enable_seqscan = off";
+macro_rules! postgres_keyed {
+    () => {
+        "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+         SET LOCAL enable_seqscan = off"
+    };
+}
+const POSTGRES_KEYED_WRITE: &str = concat!("BEGIN; ", postgres_keyed!());
+const POSTGRES_KEYED_READ: &str = concat!("BEGIN READ ONLY; ", postgres_keyed!());
 
 /// Percent of each new `outbound_messages` page filled by inserts; the rest is kept for
 /// the row's rewrites (see [`Db::leave_room_for_updates`]). 30–70 measured alike.
@@ -184,27 +214,23 @@ impl Db {
             None => None,
         };
         let tx = match self.backend {
-            Backend::Postgres => {
-                self.pool
-                    .begin_with(format!("BEGIN; {POSTGRES_KEYED}"))
-                    .await?
-            }
+            Backend::Postgres => self.pool.begin_with(POSTGRES_KEYED_WRITE).await?,
             Backend::Sqlite => self.pool.begin().await?,
         };
         Ok(WriteTx { tx, _guard: guard })
     }
 
-    /// A read-only transaction for reads by key (the pre-send reads), planned as the
-    /// write transactions are on Postgres (see [`POSTGRES_KEYED`]).
-    pub async fn begin_keyed_read(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
-        match self.backend {
+    /// A connection for reads by key (the pre-send reads). On Postgres a read-only
+    /// transaction planned as the write transactions are (see [`postgres_keyed`]); on
+    /// SQLite a plain connection, since its lookups by key need no settings and a
+    /// transaction would cost two more calls.
+    pub async fn keyed_read(&self) -> Result<KeyedRead, sqlx::Error> {
+        Ok(match self.backend {
             Backend::Postgres => {
-                self.pool
-                    .begin_with(format!("BEGIN READ ONLY; {POSTGRES_KEYED}"))
-                    .await
+                KeyedRead::Transaction(self.pool.begin_with(POSTGRES_KEYED_READ).await?)
             }
-            Backend::Sqlite => self.pool.begin().await,
-        }
+            Backend::Sqlite => KeyedRead::Connection(self.pool.acquire().await?),
+        })
     }
 
     /// True when the database answers a trivial query.
