@@ -406,3 +406,100 @@ async fn a_webhook_stored_in_part_counts_its_stored_part_and_its_retry_the_rest(
     let wh = |o| s.sum("messaging_webhook_events_total", &[("outcome", o)]);
     assert_eq!((wh("processed"), wh("duplicate")), (N as f64, sent));
 }
+
+/// A batch that loses a deadlock runs again and counts once, and the retry is counted
+/// under `reason="deadlock"`. Another session holds the phone's session row and then
+/// asks for the message row the batch has just written: Postgres ends the batch's
+/// transaction (its deadlock check fires first), and the batch runs again with its rows
+/// locked once the other session commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_loses_a_deadlock_runs_again_and_counts_once() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres).await;
+    let app = TestApp::spawn(&db).await;
+    let (id, phone, t) = ("wamid.dead", "919812340000", T0_MS / 1000);
+    let hook = template_hook(id, phone, "promo", "marketing", T0_MS);
+    assert_eq!(app.post_json("/v1/events/sent", &hook).await.status(), 202);
+    assert_eq!(
+        app.post_meta(&meta_status(id, "sent", t + 1, phone))
+            .await
+            .status(),
+        200
+    );
+    // One webhook that rewrites the message (a delivery), then the session (a reply).
+    let body = serde_json::to_vec(&json!({"entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "statuses": [{"id": id, "status": "delivered", "timestamp": (t + 2).to_string(), "recipient_id": phone}],
+        "messages": [{"from": phone, "id": "wamid.dead.in", "timestamp": (t + 3).to_string(), "type": "text", "text": {"body": "hi"}}]
+    }}]}]}))
+    .unwrap();
+
+    let mut other = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = other.begin().await.unwrap();
+    // Its own deadlock check waits longer, so that the exporter's transaction is the one ended.
+    sqlx::raw_sql("SET LOCAL deadlock_timeout = '10s'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT phone FROM sessions WHERE phone = $1 FOR UPDATE")
+        .bind(phone)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("the session row exists");
+    let url = app.url("/webhooks/meta");
+    let client = app.client.clone();
+    let post = tokio::spawn(async move {
+        let resp = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        resp.status().as_u16()
+    });
+    // Wait until the batch has written the message and waits for the session row.
+    let mut probe = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the batch never waited for the session row"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("UPDATE outbound_messages SET updated_ms = updated_ms WHERE message_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .expect("the exporter's transaction is the one ended");
+    tx.commit().await.unwrap();
+
+    assert_eq!(post.await.unwrap(), 200);
+    let s = app.scrape().await;
+    assert_eq!(
+        s.sum(
+            "messaging_exporter_db_retries_total",
+            &[("reason", "deadlock")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.sum(
+            "messaging_outbound_messages_total",
+            &[("status", "delivered"), ("template", "promo")]
+        ),
+        1.0
+    );
+    let inbound = s.sum("messaging_inbound_messages_total", &[]);
+    assert_eq!(inbound, 1.0, "the reply counted once");
+}
