@@ -15,7 +15,7 @@ use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
 use crate::store::reservations::{self, ReservationStatus, Settlement};
-use crate::store::{inbound, messages, sessions};
+use crate::store::{batch_write, inbound, messages, sessions};
 
 /// A row of the batch as loaded, and whether the batch changed it.
 struct BatchRow<T> {
@@ -68,12 +68,28 @@ pub(super) struct Context<'a> {
     pub settings: &'a Settings,
 }
 
-/// Applies each request's events in order and returns each request's tally.
-pub(super) async fn apply(
+/// A batch applied in memory: what each request made countable, and the rows to write.
+pub(super) struct Applied<'e> {
+    rows: Rows<'e>,
+    out: Vec<(Tally, HookCounts)>,
+}
+
+/// True when no event of the batch writes before the write-back: statuses and send hooks
+/// only read until then, where inbound messages and webhook errors are stored as they are
+/// met. Such a batch can read outside a transaction (see [`Applied::write`]).
+pub(super) fn reads_before_writing(requests: &[&[Event]]) -> bool {
+    requests
+        .iter()
+        .flat_map(|r| r.iter())
+        .all(|e| matches!(e, Event::Status(_) | Event::Sent(_) | Event::Ignored(_)))
+}
+
+/// Loads the batch's rows and applies each request's events in order.
+pub(super) async fn prepare<'e>(
     conn: &mut AnyConnection,
-    requests: &[&[Event]],
+    requests: &[&'e [Event]],
     cx: &Context<'_>,
-) -> Result<Vec<(Tally, HookCounts)>, sqlx::Error> {
+) -> Result<Applied<'e>, sqlx::Error> {
     let mut rows = load(conn, requests, cx).await?;
     let mut out = Vec::with_capacity(requests.len());
     for events in requests {
@@ -84,12 +100,55 @@ pub(super) async fn apply(
         }
         out.push((tally, hooks));
     }
-    // Written in key order, the order they were read in, so that concurrent writers (other
-    // replicas, the parts of a batch) take row locks in one order and do not deadlock.
-    messages::save_many(conn, &changed(rows.messages.iter()), cx.now).await?;
-    sessions::save_many(conn, &changed(rows.sessions.values()), cx.now).await?;
-    reservations::apply_hooks(conn, &rows.templates, &rows.settlements, cx.now).await?;
-    Ok(out)
+    Ok(Applied { rows, out })
+}
+
+impl Applied<'_> {
+    /// Nothing changed (every event a duplicate): there is nothing to commit.
+    pub fn changes_nothing(&self) -> bool {
+        let rows = &self.rows;
+        rows.templates.is_empty()
+            && rows.settlements.is_empty()
+            && !rows.messages.iter().any(|r| r.dirty)
+            && !rows.sessions.values().any(|r| r.dirty)
+    }
+
+    /// Only message and session rows changed: [`Self::write_at_once`] can write them.
+    pub fn changes_rows_only(&self) -> bool {
+        self.rows.templates.is_empty() && self.rows.settlements.is_empty()
+    }
+
+    /// Writes the batch back, in a transaction the caller commits. Every row is written
+    /// only if unchanged since it was read ([`crate::store::WriteConflict`] else), so the
+    /// reads may have been made outside the transaction, each statement reading what was
+    /// committed when it ran.
+    pub async fn write(&self, conn: &mut AnyConnection, now: i64) -> Result<(), sqlx::Error> {
+        // Written in key order, the order they were read in, so that concurrent writers
+        // (other replicas, the parts of a batch) take row locks in one order and do not
+        // deadlock.
+        let rows = &self.rows;
+        messages::save_many(conn, &changed(rows.messages.iter()), now).await?;
+        sessions::save_many(conn, &changed(rows.sessions.values()), now).await?;
+        reservations::apply_hooks(conn, &rows.templates, &rows.settlements, now).await
+    }
+
+    /// Writes the messages and sessions back in one statement that commits on its own
+    /// (Postgres, outside a transaction; see [`batch_write`]).
+    pub async fn write_at_once(
+        &self,
+        conn: &mut AnyConnection,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let rows = &self.rows;
+        let messages = changed(rows.messages.iter());
+        let sessions = changed(rows.sessions.values());
+        batch_write::write_at_once(conn, &messages, &sessions, now).await
+    }
+
+    /// Each request's tally, in the order given.
+    pub fn into_tallies(self) -> Vec<(Tally, HookCounts)> {
+        self.out
+    }
 }
 
 /// Reads (or locks) messages in key order, then sessions in phone order, and stores

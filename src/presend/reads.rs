@@ -44,10 +44,8 @@ async fn read(db: &Db, jobs: Vec<Job<String, (Window, Slot)>>) {
     phones.sort_unstable();
     phones.dedup();
     let result = async {
-        let mut read = db.keyed_read().await?;
-        let states = queries::presend_states(read.conn(), &phones).await?;
-        read.finish().await?;
-        Ok(states)
+        let mut conn = db.keyed().await?;
+        queries::presend_states(&mut conn, &phones).await
     }
     .await;
     let states = result.map(|states| {

@@ -22,14 +22,24 @@ pub fn backend_of(conn: &AnyConnection) -> Backend {
 /// of `table` that the objects name. Postgres types each field by the table's own column
 /// type; SQLite takes the JSON value as it is (its columns are loosely typed).
 pub fn source(backend: Backend, table: &str, columns: &[&str]) -> String {
+    source_at(backend, table, columns, 1)
+}
+
+/// [`source`] over the parameter `$param`.
+fn source_at(backend: Backend, table: &str, columns: &[&str], param: usize) -> String {
     match backend {
-        Backend::Postgres => format!("json_populate_recordset(NULL::{table}, $1::json) AS v"),
+        Backend::Postgres => {
+            format!("json_populate_recordset(NULL::{table}, ${param}::json) AS v")
+        }
         Backend::Sqlite => {
             let fields: Vec<String> = columns
                 .iter()
                 .map(|c| format!("value ->> '{c}' AS {c}"))
                 .collect();
-            format!("(SELECT {} FROM json_each($1)) AS v", fields.join(", "))
+            format!(
+                "(SELECT {} FROM json_each(${param})) AS v",
+                fields.join(", ")
+            )
         }
     }
 }
@@ -120,40 +130,52 @@ impl Statement {
 /// inserted; a row that is present is updated only if its version is one less than the
 /// version the write gives it, that is, if nobody wrote it since it was read. Rows read
 /// as absent are written with version 0, which no stored row can be one less than.
-/// `keep` names columns an update leaves as they are. `defaults` names columns a row may
-/// leave out, and the value it then means (the row is smaller to send and to parse).
-pub fn write_back_sql(
-    backend: Backend,
-    table: &str,
-    key: &[&str],
-    keep: &[&str],
-    defaults: &[(&str, &str)],
-    columns: &[&str],
-) -> String {
-    let set: Vec<String> = columns
-        .iter()
-        .filter(|c| !key.contains(c) && !keep.contains(c))
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect();
-    let values: Vec<String> = columns
-        .iter()
-        .map(|c| match defaults.iter().find(|(d, _)| d == c) {
-            Some((_, value)) => format!("COALESCE(v.{c}, {value})"),
-            None => format!("v.{c}"),
-        })
-        .collect();
-    format!(
-        "INSERT INTO {table} ({}) SELECT {} FROM {} WHERE true \
-         ON CONFLICT ({}) DO UPDATE SET {} WHERE {table}.version = excluded.version - 1",
-        columns.join(", "),
-        values.join(", "),
-        source(backend, table, columns),
-        key.join(", "),
-        set.join(", ")
-    )
+pub struct WriteBack<'a> {
+    pub table: &'a str,
+    pub key: &'a [&'a str],
+    /// Columns an update leaves as they are.
+    pub keep: &'a [&'a str],
+    /// Columns a row may leave out, and the value it then means (the row is smaller to
+    /// send and to parse).
+    pub defaults: &'a [(&'a str, &'a str)],
+    pub columns: &'a [&'a str],
 }
 
-/// Runs a [`write_back_sql`] statement over `rows`. A row not written means another
+impl WriteBack<'_> {
+    /// The statement, reading its rows from `$param`.
+    pub fn sql(&self, backend: Backend, param: usize) -> String {
+        let Self {
+            table,
+            key,
+            keep,
+            defaults,
+            columns,
+        } = self;
+        let set: Vec<String> = columns
+            .iter()
+            .filter(|c| !key.contains(c) && !keep.contains(c))
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
+        let values: Vec<String> = columns
+            .iter()
+            .map(|c| match defaults.iter().find(|(d, _)| d == c) {
+                Some((_, value)) => format!("COALESCE(v.{c}, {value})"),
+                None => format!("v.{c}"),
+            })
+            .collect();
+        format!(
+            "INSERT INTO {table} ({}) SELECT {} FROM {} WHERE true \
+             ON CONFLICT ({}) DO UPDATE SET {} WHERE {table}.version = excluded.version - 1",
+            columns.join(", "),
+            values.join(", "),
+            source_at(backend, table, columns, param),
+            key.join(", "),
+            set.join(", ")
+        )
+    }
+}
+
+/// Runs a [`WriteBack`] statement over `rows`. A row not written means another
 /// transaction wrote it after it was read, so nothing of this one may stand: a
 /// [`WriteConflict`], and the caller runs the batch again.
 pub async fn write_back<T: serde::Serialize>(

@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::json_rows::{self, backend_of, Statement};
+use super::Backend;
 
 use crate::domain::category::Category;
 use crate::domain::message::{Hook, Labels, MessageError, MessageState, Observed};
@@ -238,7 +239,7 @@ pub async fn pending_before(
 /// while it holds its column's default ([`DEFAULTS`]): a new message's row is mostly
 /// defaults, and the JSON Postgres parses per row was its largest cost.
 #[derive(Serialize)]
-struct StoredRow<'a> {
+pub(super) struct StoredRow<'a> {
     provider: &'a str,
     message_id: &'a str,
     channel: &'a str,
@@ -304,7 +305,7 @@ struct StoredRow<'a> {
     #[serde(skip_serializing_if = "is_empty")]
     currency: &'a str,
     /// The version this write gives the row: one more than the version read, 0 for a
-    /// row that was absent (see [`json_rows::write_back_sql`]).
+    /// row that was absent (see [`json_rows::WriteBack`]).
     #[serde(skip_serializing_if = "is_zero")]
     version: i64,
     updated_ms: i64,
@@ -416,17 +417,30 @@ fn stored_columns() -> Vec<&'static str> {
     COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
 }
 
-static WRITE: Statement = Statement::new(|backend| {
-    let key = ["provider", "message_id"];
-    json_rows::write_back_sql(
-        backend,
-        "outbound_messages",
-        &key,
-        &["first_seen_ms"],
-        &DEFAULTS,
-        &stored_columns(),
-    )
-});
+/// The write-back of [`StoredRow`]s bound as `$param`.
+pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
+    json_rows::WriteBack {
+        table: "outbound_messages",
+        key: &["provider", "message_id"],
+        keep: &["first_seen_ms"],
+        defaults: &DEFAULTS,
+        columns: &stored_columns(),
+    }
+    .sql(backend, param)
+}
+
+static WRITE: Statement = Statement::new(|backend| write_back_sql(backend, 1));
+
+/// The rows [`save_many`] writes: each with the version it gives its row.
+pub(super) fn stored_rows<'a>(
+    messages: &[(&'a MessageState, Option<i64>)],
+    now_ms: i64,
+) -> Vec<StoredRow<'a>> {
+    messages
+        .iter()
+        .map(|(m, read)| StoredRow::new(m, read.map_or(0, |v| v + 1), now_ms))
+        .collect()
+}
 
 /// Writes messages back in one statement whatever the batch size; a row changed or
 /// created since it was read is a [`super::WriteConflict`].
@@ -435,10 +449,7 @@ pub async fn save_many(
     messages: &[(&MessageState, Option<i64>)],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<StoredRow> = messages
-        .iter()
-        .map(|(m, read)| StoredRow::new(m, read.map_or(0, |v| v + 1), now_ms))
-        .collect();
+    let rows = stored_rows(messages, now_ms);
     json_rows::write_back(conn, "outbound_messages", &WRITE, &rows).await
 }
 

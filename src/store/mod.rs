@@ -2,6 +2,7 @@
 //! The SQL is the dialect both share (`$n` placeholders, `ON CONFLICT … RETURNING`),
 //! so there is one code path; the database is a detail behind it.
 
+pub mod batch_write;
 pub mod inbound;
 pub mod json_rows;
 pub mod messages;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+use sqlx::{Any, AnyPool, Executor, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,38 +26,20 @@ pub enum Backend {
     Sqlite,
 }
 
-/// The process's one pool, plus what SQLite needs to serialise writers.
+/// The process's pools, plus what SQLite needs to serialise writers.
 #[derive(Clone)]
 pub struct Db {
+    /// For the query API, settings and sweeps.
     pool: AnyPool,
+    /// For the statements that look rows up by key: the ledger's writes and the pre-send
+    /// reads. On Postgres its own connections, planned for lookups ([`POSTGRES_KEYED`]);
+    /// on SQLite the same pool.
+    keyed: AnyPool,
     backend: Backend,
     /// SQLite allows one writer at a time; taking this lock before `BEGIN` turns
     /// would-be `SQLITE_BUSY` errors into a short queue. `None` on Postgres, where row
     /// locks order concurrent writers.
     write_lock: Option<Arc<Mutex<()>>>,
-}
-
-/// See [`Db::keyed_read`].
-pub enum KeyedRead {
-    Transaction(Transaction<'static, Any>),
-    Connection(PoolConnection<Any>),
-}
-
-impl KeyedRead {
-    pub fn conn(&mut self) -> &mut AnyConnection {
-        match self {
-            KeyedRead::Transaction(tx) => tx,
-            KeyedRead::Connection(conn) => conn,
-        }
-    }
-
-    /// Ends the read (a transaction's end is a round trip).
-    pub async fn finish(self) -> Result<(), sqlx::Error> {
-        match self {
-            KeyedRead::Transaction(tx) => tx.commit().await,
-            KeyedRead::Connection(_) => Ok(()),
-        }
-    }
 }
 
 /// A write transaction (and, on SQLite, the writer lock held until it ends).
@@ -71,23 +54,17 @@ impl WriteTx {
     }
 }
 
-/// Every statement of a write transaction, and of a keyed read, looks rows up by key. A
-/// batch's rows come as one JSON parameter, whose size the planner cannot see (it assumes
-/// 100 rows): with hash joins and sequential scans allowed, it scans a small table, and
-/// the plan it caches goes on scanning the table once it is large (measured: thousands
-/// of full scans a second). Ruling them out for these transactions keeps the cached plans
-/// on index lookups. Sent with `BEGIN`, so it costs no round trip. (Not set for the whole
-/// connection: the query API's aggregates may rightly scan.) Statements whose cached plan
+/// Every statement on the keyed pool looks rows up by key. A batch's rows come as one
+/// JSON parameter, whose size the planner cannot see (it assumes 100 rows): with hash
+/// joins and sequential scans allowed, it scans a small table, and the plan it caches
+/// goes on scanning the table once it is large (measured: thousands of full scans a
+/// second). Ruling them out keeps the cached plans on index lookups. Set once per
+/// connection of its own pool, so that no statement pays a round trip for it (the query
+/// API's aggregates, on the other pool, may rightly scan). Statements whose cached plan
 /// could still start from the table rather than from the parameter are planned afresh
 /// each time ([`json_rows::Statement::replanned`]).
-macro_rules! postgres_keyed {
-    () => {
-        "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
-         SET LOCAL enable_seqscan = off"
-    };
-}
-const POSTGRES_KEYED_WRITE: &str = concat!("BEGIN; ", postgres_keyed!());
-const POSTGRES_KEYED_READ: &str = concat!("BEGIN READ ONLY; ", postgres_keyed!());
+const POSTGRES_KEYED: &str =
+    "SET enable_hashjoin = off; SET enable_mergejoin = off; SET enable_seqscan = off";
 
 /// Percent of each new `outbound_messages` page filled by inserts; the rest is kept for
 /// the row's rewrites (see [`Db::leave_room_for_updates`]). 30–70 measured alike.
@@ -119,6 +96,42 @@ fn normalise_url(url: &str) -> String {
     }
 }
 
+/// A pool on `connect_opts` whose connections run `setup` (Postgres) once opened.
+async fn open_pool(
+    backend: Backend,
+    connect_opts: &AnyConnectOptions,
+    opts: &DbOptions,
+    setup: &'static str,
+) -> Result<AnyPool, sqlx::Error> {
+    let timeout_ms = opts.timeout.as_millis();
+    let max = match backend {
+        Backend::Sqlite => opts.max_connections.min(8),
+        Backend::Postgres => opts.max_connections,
+    };
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(opts.timeout)
+        // No ping before every use: it doubled the round trips of a pre-send check.
+        // A connection that died meanwhile fails its one statement (503, retried by
+        // the caller) and is dropped from the pool.
+        .test_before_acquire(false)
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                let setup = match backend {
+                    // A statement that hangs (a held lock) fails instead of piling up.
+                    Backend::Postgres => format!("SET statement_timeout = {timeout_ms}; {setup}"),
+                    Backend::Sqlite => format!(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = {timeout_ms}"
+                    ),
+                };
+                conn.execute(sqlx::raw_sql(&setup)).await?;
+                Ok(())
+            })
+        })
+        .connect_with(connect_opts.clone())
+        .await
+}
+
 impl Db {
     pub async fn connect(url: &str, opts: &DbOptions) -> anyhow::Result<Self> {
         sqlx::any::install_default_drivers();
@@ -131,33 +144,19 @@ impl Db {
         };
         let url = normalise_url(url);
         let connect_opts: AnyConnectOptions = url.parse().context("parsing DATABASE_URL")?;
-        let timeout_ms = opts.timeout.as_millis();
-        let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { opts.max_connections.min(8) } else { opts.max_connections })
-            .acquire_timeout(opts.timeout)
-            // No ping before every use: it doubled the round trips of a pre-send check.
-            // A connection that died meanwhile fails its one statement (503, retried by
-            // the caller) and is dropped from the pool.
-            .test_before_acquire(false)
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    let setup = match backend {
-                        // A statement that hangs (a held lock) fails instead of piling up.
-                        Backend::Postgres => format!("SET statement_timeout = {timeout_ms}"),
-                        Backend::Sqlite => format!(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = {timeout_ms}"
-                        ),
-                    };
-                    conn.execute(sqlx::raw_sql(&setup)).await?;
-                    Ok(())
-                })
-            })
-            .connect_with(connect_opts)
+        let pool = open_pool(backend, &connect_opts, opts, "")
             .await
             .with_context(|| format!("connecting to the {backend:?} database"))?;
+        let keyed = match backend {
+            Backend::Postgres => open_pool(backend, &connect_opts, opts, POSTGRES_KEYED)
+                .await
+                .context("connecting to the Postgres database")?,
+            Backend::Sqlite => pool.clone(),
+        };
         let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Ok(Self {
             pool,
+            keyed,
             backend,
             write_lock,
         })
@@ -172,6 +171,9 @@ impl Db {
             self.leave_room_for_updates()
                 .await
                 .context("setting the fillfactor of outbound_messages")?;
+            self.create_conflict_function()
+                .await
+                .context("creating the function batch writes raise conflicts with")?;
         }
         Ok(())
     }
@@ -200,6 +202,19 @@ impl Db {
         Ok(())
     }
 
+    /// See [`batch_write`]. Replicas that start at once would race to replace the
+    /// function (Postgres refuses the second): an advisory lock queues them.
+    async fn create_conflict_function(&self) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('messaging_exporter_write_conflict'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(batch_write::CREATE_CONFLICT_FUNCTION)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -213,24 +228,15 @@ impl Db {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let tx = match self.backend {
-            Backend::Postgres => self.pool.begin_with(POSTGRES_KEYED_WRITE).await?,
-            Backend::Sqlite => self.pool.begin().await?,
-        };
+        let tx = self.keyed.begin().await?;
         Ok(WriteTx { tx, _guard: guard })
     }
 
-    /// A connection for reads by key (the pre-send reads). On Postgres a read-only
-    /// transaction planned as the write transactions are (see [`postgres_keyed`]); on
-    /// SQLite a plain connection, since its lookups by key need no settings and a
-    /// transaction would cost two more calls.
-    pub async fn keyed_read(&self) -> Result<KeyedRead, sqlx::Error> {
-        Ok(match self.backend {
-            Backend::Postgres => {
-                KeyedRead::Transaction(self.pool.begin_with(POSTGRES_KEYED_READ).await?)
-            }
-            Backend::Sqlite => KeyedRead::Connection(self.pool.acquire().await?),
-        })
+    /// A connection for reads by key, outside any transaction: each statement reads what
+    /// is committed when it runs (a transaction would cost two more round trips). The
+    /// ledger's reads and the pre-send reads run here.
+    pub async fn keyed(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        self.keyed.acquire().await
     }
 
     /// True when the database answers a trivial query.
@@ -240,6 +246,7 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        self.keyed.close().await;
     }
 }
 

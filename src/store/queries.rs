@@ -57,7 +57,7 @@ static PRESEND_STATES: Statement = Statement::new(|backend| {
 
 /// What pre-send checks read, for many phones in one round trip: each phone's window
 /// (closed without a session row) and cooldown slot (free without a cooldown row). Run
-/// in [`crate::store::Db::keyed_read`], so that it is planned as lookups by key.
+/// on [`crate::store::Db::keyed`], so that it is planned as lookups by key.
 pub async fn presend_states(
     conn: &mut AnyConnection,
     phones: &[&str],

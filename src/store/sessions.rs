@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::json_rows::{self, Statement};
+use super::Backend;
 use crate::domain::session::SessionState;
 
 const COLUMNS: [&str; 6] = [
@@ -25,14 +26,14 @@ pub type Loaded = (SessionState, Option<i64>);
 
 /// A session as the statements send it: the table's columns, by name.
 #[derive(Serialize)]
-struct StoredRow<'a> {
+pub(super) struct StoredRow<'a> {
     phone: &'a str,
     window_started_ms: i64,
     last_inbound_ms: i64,
     pending_inbound_ms: i64,
     user_messages: i64,
     business_messages: i64,
-    /// The version this write gives the row (see [`json_rows::write_back_sql`]).
+    /// The version this write gives the row (see [`json_rows::WriteBack`]).
     version: i64,
     updated_ms: i64,
 }
@@ -135,9 +136,30 @@ pub async fn lock_or_create_many(
     rows.iter().map(from_row).collect()
 }
 
-static WRITE: Statement = Statement::new(|backend| {
-    json_rows::write_back_sql(backend, "sessions", &["phone"], &[], &[], &stored_columns())
-});
+/// The write-back of [`StoredRow`]s bound as `$param`.
+pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
+    json_rows::WriteBack {
+        table: "sessions",
+        key: &["phone"],
+        keep: &[],
+        defaults: &[],
+        columns: &stored_columns(),
+    }
+    .sql(backend, param)
+}
+
+static WRITE: Statement = Statement::new(|backend| write_back_sql(backend, 1));
+
+/// The rows [`save_many`] writes: each with the version it gives its row.
+pub(super) fn stored_rows<'a>(
+    sessions: &[(&'a SessionState, Option<i64>)],
+    now_ms: i64,
+) -> Vec<StoredRow<'a>> {
+    sessions
+        .iter()
+        .map(|(s, read)| StoredRow::new(s, read.map_or(0, |v| v + 1), now_ms))
+        .collect()
+}
 
 /// Writes sessions back in one statement; a row changed or created since it was read is
 /// a [`super::WriteConflict`].
@@ -146,10 +168,7 @@ pub async fn save_many(
     sessions: &[(&SessionState, Option<i64>)],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let rows: Vec<StoredRow> = sessions
-        .iter()
-        .map(|(s, read)| StoredRow::new(s, read.map_or(0, |v| v + 1), now_ms))
-        .collect();
+    let rows = stored_rows(sessions, now_ms);
     json_rows::write_back(conn, "sessions", &WRITE, &rows).await
 }
 
