@@ -3,7 +3,7 @@
 
 use messaging_exporter::domain::status::Status;
 use messaging_exporter::domain::{Channel, Provider};
-use messaging_exporter::store::{self, messages, Db, DbOptions};
+use messaging_exporter::store::{self, batch_write, messages, sessions, Db, DbOptions};
 
 use crate::helpers::{Backend, TestDb};
 
@@ -129,4 +129,66 @@ async fn postgres_message_pages_keep_room_for_rewrites() {
     .unwrap();
     assert_eq!(rewritten, 5);
     assert_eq!(hot, 5, "rewrites that stayed on their page");
+}
+
+/// Reads the session of `PHONE` on its own connection.
+async fn read_session(store: &Db) -> sessions::Loaded {
+    let mut conn = store.pool().acquire().await.unwrap();
+    sessions::read_many(&mut conn, &[PHONE])
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+const PHONE: &str = "+5511999990001";
+
+/// On Postgres a batch's messages and sessions go back in one statement that commits on
+/// its own: a stale row in either table refuses all of it, as a conflict to run again.
+#[tokio::test]
+async fn postgres_writes_messages_and_sessions_back_at_once_or_not_at_all() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = open(&db).await;
+    let at_once = |m: &messages::Loaded, s: &sessions::Loaded| {
+        let store = store.clone();
+        let (m, s) = (m.clone(), s.clone());
+        async move {
+            let mut conn = store.keyed().await.unwrap();
+            batch_write::write_at_once(&mut conn, &[(&m.0, m.1)], &[(&s.0, s.1)], 2_000).await
+        }
+    };
+    let (mut m, mut s) = (read(&store).await, read_session(&store).await);
+    m.0.record_status(Status::Sent, 2_000, None, None);
+    s.0.record_inbound(1_500);
+
+    // Someone else creates the session first: the message is not stored either.
+    let mut other = read_session(&store).await;
+    other.0.record_inbound(1_000);
+    let mut conn = store.pool().acquire().await.unwrap();
+    sessions::save_many(&mut conn, &[(&other.0, other.1)], 1_000)
+        .await
+        .unwrap();
+    assert_conflict(at_once(&m, &s).await, "a write over a newer session");
+    assert_eq!(read(&store).await.1, None, "the message was not stored");
+
+    // Read again, the session is fresh but the message is now stale.
+    let mut s = read_session(&store).await;
+    s.0.record_inbound(1_500);
+    write(&store, read(&store).await, Status::Delivered)
+        .await
+        .unwrap();
+    assert_conflict(at_once(&m, &s).await, "a write over a newer message");
+    assert_eq!(
+        read_session(&store).await.0,
+        other.0,
+        "the session was not written"
+    );
+
+    // Both fresh: both are written, in one statement.
+    let mut m = read(&store).await;
+    m.0.record_status(Status::Read, 3_000, None, None);
+    at_once(&m, &s).await.unwrap();
+    let (stored, version) = read(&store).await;
+    assert!(stored.seen.contains(Status::Read) && stored.seen.contains(Status::Delivered));
+    assert_eq!(version, Some(1));
+    assert_eq!(read_session(&store).await.0.last_inbound_ms, 1_500);
 }
