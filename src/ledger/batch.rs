@@ -12,10 +12,11 @@ use crate::domain::message::{MessageState, Observed};
 use crate::domain::session::SessionState;
 use crate::domain::settings::Settings;
 use crate::domain::tally::{Latency, Tally};
-use crate::domain::{Outcome, Provider};
+use crate::domain::{Channel, Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
+use crate::store::batch_read::{self, KeyPhone};
 use crate::store::reservations::{self, ReservationStatus, Settlement};
-use crate::store::{batch_write, inbound, messages, sessions};
+use crate::store::{batch_write, inbound, json_rows, messages, sessions, Backend};
 
 /// A row of the batch as loaded, and whether the batch changed it.
 struct BatchRow<T> {
@@ -168,10 +169,18 @@ async fn load<'e>(
         .collect();
     keys.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
     keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
-    let loaded = if cx.lock_rows {
-        messages::lock_or_create_many(conn, &keys, cx.now).await?
+    let tracking = cx.settings.session_tracking_enabled;
+    // On Postgres a first run reads the sessions with the messages (see [`batch_read`]).
+    let (loaded, mut stored_sessions) = if cx.lock_rows {
+        (
+            messages::lock_or_create_many(conn, &keys, cx.now).await?,
+            None,
+        )
+    } else if tracking && json_rows::backend_of(conn) == Backend::Postgres {
+        let (messages, sessions) = read_with_sessions(conn, requests, &keys, cx.now).await?;
+        (messages, Some(sessions))
     } else {
-        messages::read_many(conn, &keys, cx.now).await?
+        (messages::read_many(conn, &keys, cx.now).await?, None)
     };
     let index: HashMap<(Provider, &str), usize> = keys
         .iter()
@@ -181,7 +190,7 @@ async fn load<'e>(
     let messages: Vec<BatchRow<MessageState>> = loaded.into_iter().map(BatchRow::new).collect();
 
     let mut sessions = BTreeMap::new();
-    if cx.settings.session_tracking_enabled {
+    if tracking {
         // An outbound message touches its session once, when it is first linked: later
         // statuses leave the session row alone, so it is neither locked nor rewritten.
         let unlinked = |provider: Provider, id: &str| {
@@ -207,10 +216,13 @@ async fn load<'e>(
             .collect();
         phones.sort_unstable();
         phones.dedup();
-        let loaded = if cx.lock_rows {
-            sessions::lock_or_create_many(conn, &phones, cx.now).await?
-        } else {
-            sessions::read_many(conn, &phones).await?
+        let loaded = match stored_sessions.as_mut() {
+            Some(stored) => phones
+                .iter()
+                .map(|p| stored.remove(*p).unwrap_or_else(|| sessions::absent(p)))
+                .collect(),
+            None if cx.lock_rows => sessions::lock_or_create_many(conn, &phones, cx.now).await?,
+            None => sessions::read_many(conn, &phones).await?,
         };
         for (s, version) in loaded {
             sessions.insert(s.phone.clone(), BatchRow::new((s, version)));
@@ -236,6 +248,44 @@ async fn load<'e>(
         templates: BTreeMap::new(),
         settlements: Vec::new(),
     })
+}
+
+/// The batch's messages and the stored sessions it may link them to, in one statement.
+/// The database finds the same phones as [`load`] does, from the messages it reads; a
+/// phone it missed would be taken for a new session and its write-back refused as a
+/// conflict, never counted wrong.
+async fn read_with_sessions(
+    conn: &mut AnyConnection,
+    requests: &[&[Event]],
+    keys: &[(Provider, &str, Channel)],
+    now: i64,
+) -> Result<(Vec<messages::Loaded>, HashMap<String, sessions::Loaded>), sqlx::Error> {
+    let events = || requests.iter().flat_map(|r| r.iter());
+    let mut key_phones: Vec<KeyPhone> = events()
+        .filter_map(|e| match e {
+            Event::Status(s) => Some((s.provider, s.message_id.as_str(), s.phone.as_ref())),
+            Event::Sent(h) => Some((h.provider, h.message_id.as_str(), Some(&h.phone))),
+            _ => None,
+        })
+        .map(|(provider, message_id, phone)| KeyPhone {
+            provider: provider.as_str(),
+            message_id,
+            phone: phone.map(|p| p.as_str()),
+        })
+        .collect();
+    key_phones.sort_unstable_by(|a, b| {
+        (a.provider, a.message_id, a.phone).cmp(&(b.provider, b.message_id, b.phone))
+    });
+    key_phones.dedup_by(|a, b| {
+        (a.provider, a.message_id, a.phone) == (b.provider, b.message_id, b.phone)
+    });
+    let inbound_phones: Vec<&str> = events()
+        .filter_map(|e| match e {
+            Event::Inbound(m) => m.phone.as_ref().map(|p| p.as_str()),
+            _ => None,
+        })
+        .collect();
+    batch_read::messages_and_sessions(conn, keys, &key_phones, &inbound_phones, now).await
 }
 
 async fn apply_event<'e>(

@@ -18,7 +18,7 @@ use crate::domain::status::StatusSet;
 use crate::domain::{Channel, Provider};
 
 /// The columns a message is read from, in [`from_row`]'s terms.
-const COLUMNS: [&str; 34] = [
+pub(super) const COLUMNS: [&str; 34] = [
     "provider",
     "message_id",
     "channel",
@@ -132,7 +132,7 @@ pub async fn read_many(
 
 /// One state per key, in the keys' order: rows come back in no set order, so each goes to
 /// its key's place (found without copying the key); keys with no row become new messages.
-fn in_key_order(
+pub(super) fn in_key_order(
     keys: &[(Provider, &str, Channel)],
     rows: &[AnyRow],
     now_ms: i64,

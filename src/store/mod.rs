@@ -2,6 +2,7 @@
 //! The SQL is the dialect both share (`$n` placeholders, `ON CONFLICT … RETURNING`),
 //! so there is one code path; the database is a detail behind it.
 
+pub mod batch_read;
 pub mod batch_write;
 pub mod inbound;
 pub mod json_rows;

@@ -11,7 +11,8 @@ use super::json_rows::{self, Statement};
 use super::Backend;
 use crate::domain::session::SessionState;
 
-const COLUMNS: [&str; 6] = [
+/// The columns a session is read from, in [`from_row_at`]'s order, the version after them.
+pub(super) const COLUMNS: [&str; 6] = [
     "phone",
     "window_started_ms",
     "last_inbound_ms",
@@ -100,15 +101,7 @@ pub async fn read_many(
     Ok(loaded
         .into_iter()
         .zip(phones)
-        .map(|(found, phone)| {
-            found.unwrap_or_else(|| {
-                let new = SessionState {
-                    phone: (*phone).to_owned(),
-                    ..SessionState::default()
-                };
-                (new, None)
-            })
-        })
+        .map(|(found, phone)| found.unwrap_or_else(|| absent(phone)))
         .collect())
 }
 
@@ -173,15 +166,29 @@ pub async fn save_many(
 }
 
 fn from_row(r: &AnyRow) -> Result<Loaded, sqlx::Error> {
+    from_row_at(r, 0)
+}
+
+/// A session from [`COLUMNS`] and its version, starting at column `first` of the row.
+pub(super) fn from_row_at(r: &AnyRow, first: usize) -> Result<Loaded, sqlx::Error> {
     let state = SessionState {
-        phone: r.try_get("phone")?,
-        window_started_ms: r.try_get("window_started_ms")?,
-        last_inbound_ms: r.try_get("last_inbound_ms")?,
-        pending_inbound_ms: r.try_get("pending_inbound_ms")?,
-        user_messages: r.try_get("user_messages")?,
-        business_messages: r.try_get("business_messages")?,
+        phone: r.try_get(first)?,
+        window_started_ms: r.try_get(first + 1)?,
+        last_inbound_ms: r.try_get(first + 2)?,
+        pending_inbound_ms: r.try_get(first + 3)?,
+        user_messages: r.try_get(first + 4)?,
+        business_messages: r.try_get(first + 5)?,
     };
-    Ok((state, Some(r.try_get("version")?)))
+    Ok((state, Some(r.try_get(first + 6)?)))
+}
+
+/// A phone with no session row yet: a new session, to be inserted.
+pub fn absent(phone: &str) -> Loaded {
+    let new = SessionState {
+        phone: phone.to_owned(),
+        ..SessionState::default()
+    };
+    (new, None)
 }
 
 #[cfg(test)]

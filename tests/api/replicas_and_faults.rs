@@ -503,3 +503,67 @@ async fn a_batch_that_loses_a_deadlock_runs_again_and_counts_once() {
     let inbound = s.sum("messaging_inbound_messages_total", &[]);
     assert_eq!(inbound, 1.0, "the reply counted once");
 }
+
+/// On one replica nothing races, so no write-back may be refused: each batch must have
+/// read every stored session it writes (on Postgres, found by the database from the
+/// messages it reads in the same statement). A session it missed would be written as new,
+/// refused, and the batch run again, which the retry counter shows.
+async fn one_replica_reads_every_session_its_batches_write(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let t = T0_MS / 1000;
+    let mut reqs = Vec::new();
+    for i in 0..24i64 {
+        let phone = format!("9197{i:08}");
+        let inbound = |n: i64| {
+            Req::Meta(meta_inbound(
+                &format!("wamid.q{n}_{i}"),
+                &phone,
+                t + i + n * 100,
+            ))
+        };
+        let status = |id: &str, s: &str, dt: i64| Req::Meta(meta_status(id, s, t + i + dt, &phone));
+        let hook = |id: &str, dt: i64| {
+            Req::Hook(template_hook(
+                id,
+                &phone,
+                "promo",
+                "marketing",
+                (t + i + dt) * 1000,
+            ))
+        };
+        let (a, b) = (format!("wamid.a{i}"), format!("wamid.b{i}"));
+        // A's statuses come before its hook, B's after: the session is linked from an event's
+        // phone or from the phone stored with the message.
+        reqs.extend([
+            inbound(0),
+            status(&a, "sent", 10),
+            status(&a, "delivered", 11),
+            hook(&a, 10),
+            status(&a, "read", 12),
+            inbound(1),
+            hook(&b, 110),
+            status(&b, "sent", 110),
+            status(&b, "read", 111),
+        ]);
+    }
+    let codes: Vec<u16> = send_timed(&app, reqs, 16)
+        .await
+        .into_iter()
+        .map(|(code, _)| code)
+        .collect();
+    assert_all_stored(&codes, &[]);
+    let s = app.scrape().await;
+    assert_eq!(
+        s.sum("messaging_outbound_messages_total", &[("status", "read")]),
+        48.0
+    );
+    assert_eq!(s.sum("messaging_inbound_messages_total", &[]), 48.0);
+    assert_eq!(
+        s.sum("messaging_exporter_db_retries_total", &[]),
+        0.0,
+        "a batch ran again on a replica alone"
+    );
+}
+
+crate::on_both_backends!(one_replica_reads_every_session_its_batches_write);
