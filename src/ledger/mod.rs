@@ -238,8 +238,8 @@ impl Inner {
     }
 
     /// The batch read outside a transaction, then written back in one statement that
-    /// commits on its own (Postgres, when only messages and sessions changed) or in a
-    /// transaction: two or four round trips fewer than [`Self::in_one_transaction`].
+    /// commits on its own (Postgres, when only messages and sessions changed: two round
+    /// trips in all, where one transaction took six) or in a transaction.
     async fn read_then_write(
         &self,
         requests: &[&[Event]],
