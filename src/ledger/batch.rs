@@ -107,11 +107,9 @@ pub(super) async fn prepare<'e>(
 impl Applied<'_> {
     /// Nothing changed (every event a duplicate): there is nothing to commit.
     pub fn changes_nothing(&self) -> bool {
-        let rows = &self.rows;
-        rows.templates.is_empty()
-            && rows.settlements.is_empty()
-            && !rows.messages.iter().any(|r| r.dirty)
-            && !rows.sessions.values().any(|r| r.dirty)
+        self.changes_rows_only()
+            && !self.rows.messages.iter().any(|r| r.dirty)
+            && !self.rows.sessions.values().any(|r| r.dirty)
     }
 
     /// Only message and session rows changed: [`Self::write_at_once`] can write them.
@@ -273,12 +271,8 @@ async fn read_with_sessions(
             phone: phone.map(|p| p.as_str()),
         })
         .collect();
-    key_phones.sort_unstable_by(|a, b| {
-        (a.provider, a.message_id, a.phone).cmp(&(b.provider, b.message_id, b.phone))
-    });
-    key_phones.dedup_by(|a, b| {
-        (a.provider, a.message_id, a.phone) == (b.provider, b.message_id, b.phone)
-    });
+    key_phones.sort_unstable();
+    key_phones.dedup();
     let inbound_phones: Vec<&str> = events()
         .filter_map(|e| match e {
             Event::Inbound(m) => m.phone.as_ref().map(|p| p.as_str()),

@@ -14,7 +14,7 @@ use crate::domain::message::Observed;
 use crate::domain::{Channel, Provider};
 
 /// A message of the batch, and a phone one of its events names.
-#[derive(Serialize)]
+#[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyPhone<'a> {
     pub provider: &'a str,
     pub message_id: &'a str,

@@ -175,6 +175,12 @@ impl WriteBack<'_> {
     }
 }
 
+/// The version a [`WriteBack`] gives a row read at `read`: one more, or 0 for a row that
+/// was absent.
+pub fn written_version(read: Option<i64>) -> i64 {
+    read.map_or(0, |v| v + 1)
+}
+
 /// Runs a [`WriteBack`] statement over `rows`. A row not written means another
 /// transaction wrote it after it was read, so nothing of this one may stand: a
 /// [`WriteConflict`], and the caller runs the batch again.

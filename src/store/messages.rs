@@ -438,7 +438,7 @@ pub(super) fn stored_rows<'a>(
 ) -> Vec<StoredRow<'a>> {
     messages
         .iter()
-        .map(|(m, read)| StoredRow::new(m, read.map_or(0, |v| v + 1), now_ms))
+        .map(|(m, read)| StoredRow::new(m, json_rows::written_version(*read), now_ms))
         .collect()
 }
 

@@ -150,7 +150,7 @@ pub(super) fn stored_rows<'a>(
 ) -> Vec<StoredRow<'a>> {
     sessions
         .iter()
-        .map(|(s, read)| StoredRow::new(s, read.map_or(0, |v| v + 1), now_ms))
+        .map(|(s, read)| StoredRow::new(s, json_rows::written_version(*read), now_ms))
         .collect()
 }
 
