@@ -158,6 +158,15 @@ async fn timed(
     Ok(r)
 }
 
+/// How often the exporter ran a batch again (lost races, deadlocks) between two scrapes:
+/// each is a whole batch read and applied twice.
+fn note_retries(f: &mut Figures, before: &Scrape, after: &Scrape) {
+    let name = "messaging_exporter_db_retries_total";
+    let retries = after.sum(name, &[]) - before.sum(name, &[]);
+    f.notes
+        .push(format!("database batches run again: {retries}"));
+}
+
 fn check(
     f: &mut Figures,
     what: impl Into<String>,
@@ -313,6 +322,7 @@ async fn settle_and_check(
             .push(format!("settling hooks failed: {:?}", r.errors));
     }
     let after = scrape(exp).await?;
+    note_retries(f, before, &after);
     let mut want: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for (m, top) in expect.top.iter().enumerate() {
         let (Some(top), true) = (top, hooked[m]) else {
@@ -545,6 +555,7 @@ pub async fn checks(ctx: &mut Ctx, reserve: bool) -> anyhow::Result<Figures> {
     let before = scrape(&exp).await?;
     let r = timed(&exp, items, &ctx.run_opts(), &mut f).await?;
     let after = scrape(&exp).await?;
+    note_retries(&mut f, &before, &after);
     let ok: Vec<usize> = (0..phones.len())
         .filter(|i| r.states[*i] & STEPS == 1 && r.states[*i] & FAILED == 0)
         .collect();
@@ -775,6 +786,7 @@ pub async fn mixed(ctx: &mut Ctx, soak: bool) -> anyhow::Result<Figures> {
     let r = timed(&exp, items, &opts, &mut f).await?;
     stop.store(true, Ordering::Relaxed);
     let after = scrape(&exp).await?;
+    note_retries(&mut f, &before, &after);
     f.events = r
         .states
         .iter()

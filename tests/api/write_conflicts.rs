@@ -78,7 +78,8 @@ async fn a_write_back_over_a_newer_row_is_refused(backend: Backend) {
 crate::on_both_backends!(a_write_back_over_a_newer_row_is_refused);
 
 /// A status rewrites its message row: on Postgres, pages keep room for that, so that a
-/// rewrite is a HOT update (no new entry in any index) even once the table is full.
+/// rewrite is a HOT update (no new entry in any index) even once the table is full, and
+/// even when one statement rewrites every row of a page (a batch of batched webhooks).
 #[tokio::test]
 async fn postgres_message_pages_keep_room_for_rewrites() {
     use sqlx::Connection;
@@ -96,27 +97,32 @@ async fn postgres_message_pages_keep_room_for_rewrites() {
     assert_eq!(options, Some(vec![ff]));
 
     let mut tx = conn.begin().await.unwrap();
+    // Rows the size of a sent message's: a Meta id, a phone, pricing (about 320 bytes).
     sqlx::query(
-        "INSERT INTO outbound_messages (provider, message_id, channel, phone, first_seen_ms, updated_ms) \
-         SELECT 'meta', 'wamid.' || i, 'whatsapp', '+5511999' || i, 1000, 1000 FROM generate_series(1, 300) i",
+        "INSERT INTO outbound_messages (provider, message_id, channel, phone, first_seen_ms, \
+         seen_mask, observed_mask, sent_ms, pricing_type, pricing_category, pricing_billable, \
+         has_pricing, updated_ms) \
+         SELECT 'meta', 'wamid.HBgM918664674921FQIAERgU1A232C038AA0000000' || lpad(i::text, 8, '0'), \
+         'whatsapp', '9186646' || lpad(i::text, 5, '0'), 1796147788700, 2, 16, 1796147789000, \
+         'regular', 'utility', 1, 1, 1796147788700 FROM generate_series(1, 300) i",
     )
     .execute(&mut *tx)
     .await
     .unwrap();
-    let first_page: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM outbound_messages WHERE (ctid::text::point)[0] = 0",
-    )
+    let on_first_page = "(ctid::text::point)[0] = 0";
+    let first_page: i64 = sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM outbound_messages WHERE {on_first_page}"
+    ))
     .fetch_one(&mut *tx)
     .await
     .unwrap();
     assert!(first_page > 5, "rows on the first page: {first_page}");
-    // Five messages of the first page get their first status, in one transaction (so
-    // that no old row version can be pruned meanwhile to make room).
-    let rewritten = sqlx::query(
-        "UPDATE outbound_messages SET seen_mask = 2, sent_ms = 2000, version = 1 \
-         WHERE message_id IN (SELECT message_id FROM outbound_messages \
-         WHERE (ctid::text::point)[0] = 0 LIMIT 5)",
-    )
+    // Every message of the first page gets its delivery, in one transaction (so that no
+    // old row version can be pruned meanwhile to make room).
+    let rewritten = sqlx::query(&format!(
+        "UPDATE outbound_messages SET seen_mask = 6, delivered_ms = 1796147799000, version = 1 \
+         WHERE {on_first_page}"
+    ))
     .execute(&mut *tx)
     .await
     .unwrap()
@@ -127,8 +133,8 @@ async fn postgres_message_pages_keep_room_for_rewrites() {
     .fetch_one(&mut *tx)
     .await
     .unwrap();
-    assert_eq!(rewritten, 5);
-    assert_eq!(hot, 5, "rewrites that stayed on their page");
+    assert_eq!(rewritten, first_page as u64);
+    assert_eq!(hot, first_page, "rewrites that stayed on their page");
 }
 
 /// Reads the session of `PHONE` on its own connection.
