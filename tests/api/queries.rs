@@ -293,9 +293,34 @@ async fn overview_totals_and_rates(backend: Backend) {
     );
 }
 
+/// Stored text goes to the database inside JSON rows and comes back as it was sent, even
+/// where JSON must escape it, or where it looks like JSON itself.
+async fn stored_text_comes_back_as_sent(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let title = "say \"hi\" \\ C:\\tmp, ünï 🎉\n{\"code\": 1, \"title\": [\"x\"]}";
+    let mut failed = template_hook("m.text", B, "rémïnder \"q\"", "utility", T0_MS);
+    failed["error"] = json!({"code": 131026, "title": title});
+    hook(&app, failed).await;
+    // A status later rewrites the stored row: the text must survive the rewrite too.
+    let at = T0_MS / 1000 + 5;
+    assert_eq!(
+        app.post_meta(&meta_status("m.text", "failed", at, B))
+            .await
+            .status(),
+        200
+    );
+    let (status, page) = get(&app, "/v1/errors").await;
+    assert_eq!(status, 200);
+    let error = &page["errors"][0];
+    assert_eq!(error["title"], title, "{page}");
+    assert_eq!(error["template"], "rémïnder \"q\"", "{page}");
+}
+
 on_both_backends!(
     sessions_list_open_windows_soonest_expiry_first,
     costs_by_category_template_and_day,
     errors_newest_first_with_details,
     overview_totals_and_rates,
+    stored_text_comes_back_as_sent,
 );

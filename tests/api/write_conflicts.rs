@@ -77,6 +77,13 @@ async fn a_write_back_over_a_newer_row_is_refused(backend: Backend) {
 
 crate::on_both_backends!(a_write_back_over_a_newer_row_is_refused);
 
+async fn reloptions(conn: &mut sqlx::PgConnection) -> Option<Vec<String>> {
+    sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = 'outbound_messages'::regclass")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
 /// A status rewrites its message row: on Postgres, pages keep room for that, so that a
 /// rewrite is a HOT update (no new entry in any index) even once the table is full, and
 /// even when one statement rewrites every row of a page (a batch of batched webhooks).
@@ -87,14 +94,17 @@ async fn postgres_message_pages_keep_room_for_rewrites() {
     open(&db).await;
     open(&db).await.close().await; // a second start finds the setting in place
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    let options: Option<Vec<String>> = sqlx::query_scalar(
-        "SELECT reloptions FROM pg_class WHERE oid = 'outbound_messages'::regclass",
-    )
-    .fetch_one(&mut conn)
-    .await
-    .unwrap();
+    let options = reloptions(&mut conn).await;
     let ff = format!("fillfactor={}", store::OUTBOUND_FILLFACTOR);
-    assert_eq!(options, Some(vec![ff]));
+    assert_eq!(options, Some(vec![ff.clone()]));
+    // A table left at another fill by an earlier version gets this one at the next start.
+    sqlx::query("ALTER TABLE outbound_messages SET (fillfactor = 70)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    open(&db).await.close().await;
+    let options = reloptions(&mut conn).await;
+    assert_eq!(options, Some(vec![ff]), "set again after an upgrade");
 
     let mut tx = conn.begin().await.unwrap();
     // Rows the size of a sent message's: a Meta id, a phone, pricing (about 320 bytes).
