@@ -102,6 +102,7 @@ pub async fn purge(s: &AppState) -> Result<u64, sqlx::Error> {
         w.commit().await?;
     }
     if deleted > 0 {
+        s.ledger.forget_recent_rows();
         info!(
             deleted,
             retention_days = s.config.retention_days,

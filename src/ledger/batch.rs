@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::AnyConnection;
 
+use super::recent::Recent;
 use super::HookCounts;
 use crate::domain::message::{MessageState, Observed};
 use crate::domain::session::SessionState;
@@ -27,6 +28,16 @@ struct BatchRow<T> {
 }
 
 impl<T> BatchRow<T> {
+    /// The row as stored once the batch commits, with its version (`None`: not stored).
+    fn into_committed(self) -> Option<(T, i64)> {
+        let version = if self.dirty {
+            Some(json_rows::written_version(self.version))
+        } else {
+            self.version
+        };
+        Some((self.state, version?))
+    }
+
     fn new((state, version): (T, Option<i64>)) -> Self {
         Self {
             state,
@@ -67,6 +78,8 @@ pub(super) struct Context<'a> {
     pub now: i64,
     pub grace_ms: i64,
     pub settings: &'a Settings,
+    /// Rows committed lately, taken instead of read on a first run (small batches).
+    pub recent: Option<&'a Recent>,
 }
 
 /// A batch applied in memory: what each request made countable, and the rows to write.
@@ -144,8 +157,19 @@ impl Applied<'_> {
         batch_write::write_at_once(conn, &messages, &sessions, now).await
     }
 
-    /// Each request's tally, in the order given.
-    pub fn into_tallies(self) -> Vec<(Tally, HookCounts)> {
+    /// The batch committed: its rows go to `recent` (if the batch uses it) as they now
+    /// are, and each request's tally comes back, in the order given.
+    pub fn committed(self, recent: Option<&Recent>, now: i64) -> Vec<(Tally, HookCounts)> {
+        if let Some(recent) = recent {
+            let Rows {
+                messages, sessions, ..
+            } = self.rows;
+            recent.keep(
+                messages.into_iter().filter_map(BatchRow::into_committed),
+                sessions.into_values().filter_map(BatchRow::into_committed),
+                now,
+            );
+        }
         self.out
     }
 }
@@ -168,8 +192,13 @@ async fn load<'e>(
     keys.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
     keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     let tracking = cx.settings.session_tracking_enabled;
+    let recent = cx.recent.filter(|_| !cx.lock_rows);
+    let cached = recent.and_then(|r| r.take_messages(&keys, cx.now));
+    let from_cache = cached.is_some();
     // On Postgres a first run reads the sessions with the messages (see [`batch_read`]).
-    let (loaded, mut stored_sessions) = if cx.lock_rows {
+    let (loaded, mut stored_sessions) = if let Some(messages) = cached {
+        (messages, None)
+    } else if cx.lock_rows {
         (
             messages::lock_or_create_many(conn, &keys, cx.now).await?,
             None,
@@ -220,7 +249,13 @@ async fn load<'e>(
                 .map(|p| stored.remove(*p).unwrap_or_else(|| sessions::absent(p)))
                 .collect(),
             None if cx.lock_rows => sessions::lock_or_create_many(conn, &phones, cx.now).await?,
-            None => sessions::read_many(conn, &phones).await?,
+            None => match recent.filter(|_| from_cache) {
+                Some(r) => match r.take_sessions(&phones, cx.now) {
+                    Some(cached) => cached,
+                    None => sessions::read_many(conn, &phones).await?,
+                },
+                None => sessions::read_many(conn, &phones).await?,
+            },
         };
         for (s, version) in loaded {
             sessions.insert(s.phone.clone(), BatchRow::new((s, version)));

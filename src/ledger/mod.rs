@@ -7,6 +7,7 @@
 
 mod batch;
 mod partition;
+mod recent;
 mod writer;
 
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub(crate) struct Inner {
     clock: SharedClock,
     grace_ms: i64,
     retries: Retries,
+    recent: recent::Recent,
 }
 
 /// The reply of a send hook: how many reports were new and how many repeats.
@@ -136,6 +138,7 @@ impl Ledger {
             clock,
             grace_ms,
             retries,
+            recent: recent::Recent::default(),
         });
         let queue = writer::spawn(inner.clone(), batch_parts);
         Self { inner, queue }
@@ -161,6 +164,11 @@ impl Ledger {
                 error,
             }),
         }
+    }
+
+    /// Drops the rows kept from recent batches ([`recent`]): call after deleting rows.
+    pub fn forget_recent_rows(&self) {
+        self.inner.recent.clear();
     }
 
     /// Counts messages whose send hook did not come within the grace period, as
@@ -190,7 +198,11 @@ impl Ledger {
         }
         let refs: Vec<_> = settled.iter().map(|(m, v)| (m, *v)).collect();
         messages::save_many(&mut w.tx, &refs, now).await?;
-        match w.commit().await {
+        let committed = w.commit().await;
+        // Kept copies of the settled rows are behind now (and perhaps even if the commit
+        // failed: it may have reached the database).
+        inner.recent.forget(keys.iter().map(|(_, id)| id.as_str()));
+        match committed {
             Ok(()) => Ok(tally),
             Err(e) => {
                 warn!(error = %e, "grace-period sweep did not commit; it will run again");
@@ -207,6 +219,7 @@ impl Inner {
         &self,
         requests: &[&[Event]],
     ) -> Result<Vec<(Tally, HookCounts)>, sqlx::Error> {
+        let events: usize = requests.iter().map(|r| r.len()).sum();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -216,6 +229,8 @@ impl Inner {
                 now: self.clock.now_ms(),
                 grace_ms: self.grace_ms,
                 settings: &settings,
+                // A large batch's cost is in the database, not in its round trips.
+                recent: (events < writer::SPLIT_FROM_EVENTS).then_some(&self.recent),
             };
             let result = if attempt == 1 && batch::reads_before_writing(requests) {
                 self.read_then_write(requests, &cx).await
@@ -225,6 +240,7 @@ impl Inner {
             match result {
                 Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => {
                     debug!(attempt, error = %e, "transaction lost a race; running it again");
+                    self.recent.lost_race(self.clock.now_ms());
                     let reason = if store::is_deadlock(&e) {
                         "deadlock"
                     } else {
@@ -257,7 +273,7 @@ impl Inner {
             applied.write(&mut w.tx, cx.now).await?;
             w.commit().await?;
         }
-        Ok(applied.into_tallies())
+        Ok(applied.committed(cx.recent, cx.now))
     }
 
     /// The batch read, applied and written in one transaction: for batches that store
@@ -272,6 +288,6 @@ impl Inner {
         let applied = batch::prepare(&mut w.tx, requests, cx).await?;
         applied.write(&mut w.tx, cx.now).await?;
         w.commit().await?;
-        Ok(applied.into_tallies())
+        Ok(applied.committed(cx.recent, cx.now))
     }
 }

@@ -26,7 +26,7 @@ const MAX_BATCH_EVENTS: usize = 4_000;
 /// Batches with fewer events run as one transaction. Measured: the bot's workload
 /// (batches under 40 events) lost a fifth of its rate when cut in two, batched
 /// webhooks (hundreds) gained 70%.
-const SPLIT_FROM_EVENTS: usize = 128;
+pub(super) const SPLIT_FROM_EVENTS: usize = 128;
 
 /// A request's events in; what to count for it out.
 pub(super) type Queue = group_commit::Queue<Vec<Event>, Recorded>;

@@ -12,6 +12,7 @@ mod ops;
 mod presend;
 mod process;
 mod queries;
+mod recent_rows;
 mod replicas_and_faults;
 mod schemathesis;
 mod signatures;

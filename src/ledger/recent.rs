@@ -1,0 +1,250 @@
+//! The rows this exporter committed lately, as committed. A small batch whose messages
+//! (and the sessions they need) are all here takes them instead of reading them, and so
+//! pays one round trip, its write-back (which is its commit), instead of two. A bot's
+//! statuses follow their send hook and each other within seconds, so most of its
+//! batches find their rows here.
+//!
+//! A row taken from here is a read made earlier, and the write-back checks its version
+//! as after any read: if another writer (a replica, the grace sweep) changed the row
+//! meanwhile, the write is refused, nothing is counted, and the batch runs again from
+//! the database. A lost race also empties the cache and turns it off for a minute, so
+//! replicas that share messages do not pay a rerun per batch.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+
+use crate::domain::message::MessageState;
+use crate::domain::session::SessionState;
+use crate::domain::{Channel, Provider};
+use crate::store::{messages, sessions};
+
+/// Rows kept per generation (of each provider's messages, and of sessions); at most two
+/// generations are kept. 16k messages are about 6 MiB; a message's next status comes
+/// within seconds.
+const GENERATION: usize = 8_192;
+
+/// How long the cache stays off after a batch lost a race for a row.
+const OFF_AFTER_RACE_MS: i64 = 60_000;
+
+#[derive(Default)]
+pub(super) struct Recent {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// By provider ([`provider_slot`]), then message id.
+    messages: [Generations<String, messages::Loaded>; 2],
+    sessions: Generations<String, sessions::Loaded>,
+    off_until_ms: i64,
+}
+
+impl Recent {
+    /// Takes the stored state of every key out, in the keys' order, if every one is
+    /// here (and the cache is on at `now_ms`); else takes nothing. The batch gives its
+    /// rows back once committed ([`Self::keep`]).
+    pub fn take_messages(
+        &self,
+        keys: &[(Provider, &str, Channel)],
+        now_ms: i64,
+    ) -> Option<Vec<messages::Loaded>> {
+        let mut state = self.state.lock().expect("cache lock");
+        let on = now_ms >= state.off_until_ms;
+        let slot = |p: &Provider| provider_slot(*p);
+        if !on
+            || !keys
+                .iter()
+                .all(|(p, id, _)| state.messages[slot(p)].contains(*id))
+        {
+            return None;
+        }
+        keys.iter()
+            .map(|(p, id, _)| state.messages[slot(p)].take(*id))
+            .collect()
+    }
+
+    /// Takes the stored session of every phone out, in the phones' order, if every one
+    /// is here; else takes nothing.
+    pub fn take_sessions(&self, phones: &[&str], now_ms: i64) -> Option<Vec<sessions::Loaded>> {
+        let mut state = self.state.lock().expect("cache lock");
+        let on = now_ms >= state.off_until_ms;
+        if !on || !phones.iter().all(|p| state.sessions.contains(*p)) {
+            return None;
+        }
+        phones.iter().map(|p| state.sessions.take(*p)).collect()
+    }
+
+    /// Keeps rows as a batch committed them, each with the version it now has.
+    pub fn keep(
+        &self,
+        messages: impl Iterator<Item = (MessageState, i64)>,
+        sessions: impl Iterator<Item = (SessionState, i64)>,
+        now_ms: i64,
+    ) {
+        let mut state = self.state.lock().expect("cache lock");
+        if now_ms < state.off_until_ms {
+            return;
+        }
+        for (m, version) in messages {
+            let slot = provider_slot(m.provider);
+            state.messages[slot].insert(m.message_id.clone(), (m, Some(version)));
+        }
+        for (s, version) in sessions {
+            state.sessions.insert(s.phone.clone(), (s, Some(version)));
+        }
+    }
+
+    /// Drops the messages of these ids (of either provider): another path (the grace
+    /// sweep) is writing them.
+    pub fn forget<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let mut state = self.state.lock().expect("cache lock");
+        for id in ids {
+            for slot in &mut state.messages {
+                slot.remove(id);
+            }
+        }
+    }
+
+    /// Empties the cache: rows were deleted (retention), and a kept copy of one must not
+    /// be written back as if it were still stored.
+    pub fn clear(&self) {
+        let mut state = self.state.lock().expect("cache lock");
+        let off_until_ms = state.off_until_ms;
+        *state = State {
+            off_until_ms,
+            ..State::default()
+        };
+    }
+
+    /// Empties the cache and keeps it off until `OFF_AFTER_RACE_MS` after `now_ms`:
+    /// another writer is changing the rows this exporter writes.
+    pub fn lost_race(&self, now_ms: i64) {
+        let mut state = self.state.lock().expect("cache lock");
+        *state = State {
+            off_until_ms: now_ms + OFF_AFTER_RACE_MS,
+            ..State::default()
+        };
+    }
+}
+
+fn provider_slot(provider: Provider) -> usize {
+    match provider {
+        Provider::Meta => 0,
+        Provider::Twilio => 1,
+    }
+}
+
+/// A bounded map: new entries go to the young generation; when it is full it becomes
+/// the old one, and the old one is dropped. No per-entry bookkeeping, and a row read or
+/// written within the last generation is always found.
+struct Generations<K, V> {
+    young: HashMap<K, V>,
+    old: HashMap<K, V>,
+}
+
+impl<K, V> Default for Generations<K, V> {
+    fn default() -> Self {
+        Self {
+            young: HashMap::new(),
+            old: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> Generations<K, V> {
+    fn contains<Q>(&self, key: &Q) -> bool
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.young.contains_key(key) || self.old.contains_key(key)
+    }
+
+    fn take<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.young.remove(key).or_else(|| self.old.remove(key))
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        self.old.remove(&key);
+        self.young.insert(key, value);
+        if self.young.len() >= GENERATION {
+            self.old = std::mem::take(&mut self.young);
+        }
+    }
+
+    fn remove<Q>(&mut self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let _ = self.take(key);
+        self.old.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_generation_is_always_found_and_older_rows_are_dropped() {
+        let mut g: Generations<String, usize> = Generations::default();
+        for i in 0..GENERATION * 2 + 10 {
+            g.insert(i.to_string(), i);
+        }
+        assert!(!g.contains("0"), "two generations back: dropped");
+        for i in GENERATION..GENERATION * 2 + 10 {
+            assert!(g.contains(i.to_string().as_str()), "{i}");
+        }
+        assert!(g.young.len() + g.old.len() <= 2 * GENERATION);
+        assert_eq!(g.take("20000"), None);
+        let last = (GENERATION * 2 + 9).to_string();
+        assert_eq!(g.take(last.as_str()), Some(GENERATION * 2 + 9));
+        assert!(
+            !g.contains(last.as_str()),
+            "taken rows are gone until kept again"
+        );
+    }
+
+    #[test]
+    fn a_batch_takes_all_its_rows_or_none_and_a_lost_race_turns_keeping_off() {
+        let recent = Recent::default();
+        let m = |id: &str| MessageState::new(Provider::Meta, id.into(), Channel::Whatsapp, 0);
+        recent.keep(
+            [(m("a"), 3), (m("b"), 0)].into_iter(),
+            std::iter::empty(),
+            10,
+        );
+        let key = |id| (Provider::Meta, id, Channel::Whatsapp);
+        assert!(recent.take_messages(&[key("a"), key("c")], 10).is_none());
+        let taken = recent.take_messages(&[key("b"), key("a")], 10).unwrap();
+        let got: Vec<_> = taken
+            .iter()
+            .map(|(m, v)| (m.message_id.as_str(), *v))
+            .collect();
+        assert_eq!(got, [("b", Some(0)), ("a", Some(3))]);
+        assert!(recent.take_messages(&[key("a")], 10).is_none());
+        let twilio = (Provider::Twilio, "a", Channel::Sms);
+        recent.keep([(m("a"), 4)].into_iter(), std::iter::empty(), 10);
+        assert!(
+            recent.take_messages(&[twilio], 10).is_none(),
+            "ids are per provider"
+        );
+
+        recent.lost_race(100);
+        assert!(recent.take_messages(&[key("a")], 100).is_none(), "emptied");
+        recent.keep([(m("a"), 5)].into_iter(), std::iter::empty(), 100 + 59_999);
+        assert!(
+            recent.take_messages(&[key("a")], 100 + 60_000).is_none(),
+            "not kept while off"
+        );
+        recent.keep([(m("a"), 6)].into_iter(), std::iter::empty(), 100 + 60_000);
+        let taken = recent.take_messages(&[key("a")], 100 + 60_000).unwrap();
+        assert_eq!(taken[0].1, Some(6));
+    }
+}

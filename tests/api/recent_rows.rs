@@ -1,0 +1,135 @@
+//! A replica keeps the rows it committed lately and takes them in place of a read. A
+//! row changed since by someone else (another replica, the grace sweep) must still be
+//! counted exactly once: the write-back refuses the stale row and the batch runs again.
+
+use messaging_exporter::clock::ManualClock;
+
+use crate::helpers::{
+    config_for, meta_status, template_hook, Backend, Scrape, TestApp, TestDb, T0_MS,
+};
+
+const PHONE: &str = "919812345678";
+
+fn retries(s: &Scrape) -> f64 {
+    s.sum("messaging_exporter_db_retries_total", &[])
+}
+
+fn out(s: &Scrape, template: &str, status: &str) -> f64 {
+    s.sum(
+        "messaging_outbound_messages_total",
+        &[("template", template), ("status", status)],
+    )
+}
+
+/// The hook and `delivered` reach `a`, `sent` reaches `b` in between, one after the other.
+async fn hook_then_sent_elsewhere_then_delivered(a: &TestApp, b: &TestApp, id: &str) {
+    let t = a.now_ms() / 1000;
+    let hook = template_hook(id, PHONE, "promo", "marketing", a.now_ms());
+    assert_eq!(a.post_json("/v1/events/sent", &hook).await.status(), 202);
+    let sent = meta_status(id, "sent", t + 1, PHONE);
+    assert_eq!(b.post_meta(&sent).await.status(), 200);
+    let delivered = meta_status(id, "delivered", t + 3, PHONE);
+    assert_eq!(a.post_meta(&delivered).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_another_replica_wrote_after_this_one_kept_it_runs_again_and_counts_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let clock = ManualClock::new(T0_MS + 1_000_000);
+    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let b = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+
+    // A kept the message as its hook left it; B's write makes that copy stale.
+    hook_then_sent_elsewhere_then_delivered(&a, &b, "wamid.kept1").await;
+    assert_eq!(
+        retries(&a.scrape().await),
+        1.0,
+        "A took its stale copy, lost the write and ran the batch again"
+    );
+
+    // After a lost race the copies stay off for a minute: A reads, and loses nothing.
+    clock.advance_ms(30_000);
+    hook_then_sent_elsewhere_then_delivered(&a, &b, "wamid.kept2").await;
+    assert_eq!(retries(&a.scrape().await), 1.0);
+
+    // Then A keeps rows again.
+    clock.advance_ms(31_000);
+    hook_then_sent_elsewhere_then_delivered(&a, &b, "wamid.kept3").await;
+    assert_eq!(retries(&a.scrape().await), 2.0);
+    assert_eq!(retries(&b.scrape().await), 0.0);
+
+    let (sa, sb) = (a.scrape().await, b.scrape().await);
+    for status in ["accepted", "sent", "delivered"] {
+        assert_eq!(
+            out(&sa, "promo", status) + out(&sb, "promo", status),
+            3.0,
+            "{status}"
+        );
+    }
+    assert_eq!(
+        sa.sum("messaging_delivery_latency_seconds_count", &[]),
+        3.0,
+        "each delivery counted once, by A"
+    );
+}
+
+async fn a_message_the_grace_sweep_settled_is_read_again(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let t = app.now_ms() / 1000;
+    let delivered = meta_status("wamid.swept", "delivered", t + 2, PHONE);
+    assert_eq!(app.post_meta(&delivered).await.status(), 200);
+    app.clock.advance_ms(31_000);
+    app.wait_for("the sweep to count the unattributed message", |s| {
+        out(s, "unknown", "delivered") == 1.0
+    })
+    .await;
+
+    let read = meta_status("wamid.swept", "read", t + 40, PHONE);
+    assert_eq!(app.post_meta(&read).await.status(), 200);
+    let s = app.scrape().await;
+    assert_eq!(out(&s, "unknown", "read"), 1.0);
+    assert_eq!(
+        retries(&s),
+        0.0,
+        "the sweep's write dropped the kept copy, so the read was not of a stale row"
+    );
+}
+
+async fn a_purged_message_is_not_written_back_from_a_kept_copy(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let t = app.now_ms() / 1000;
+    let sent = meta_status("wamid.purged", "sent", t, PHONE);
+    assert_eq!(app.post_meta(&sent).await.status(), 200);
+    app.clock.advance_ms(91 * 86_400_000);
+    app.wait_for("the sweep to count the unattributed message", |s| {
+        out(s, "unknown", "sent") == 1.0
+    })
+    .await;
+    // Written (and kept) once more, then deleted as past retention.
+    let t = app.now_ms() / 1000;
+    let delivered = meta_status("wamid.purged", "delivered", t, PHONE);
+    assert_eq!(app.post_meta(&delivered).await.status(), 200);
+    assert_eq!(out(&app.scrape().await, "unknown", "delivered"), 1.0);
+    let deleted = messaging_exporter::background::purge(&app.state)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "the message and its session");
+
+    // A new message as far as the exporter knows: it waits for its hook again.
+    let read = meta_status("wamid.purged", "read", t + 5, PHONE);
+    assert_eq!(app.post_meta(&read).await.status(), 200);
+    let s = app.scrape().await;
+    assert_eq!(
+        out(&s, "unknown", "read"),
+        0.0,
+        "not counted at once as the kept copy would be"
+    );
+    assert_eq!(retries(&s), 0.0);
+}
+
+crate::on_both_backends!(
+    a_message_the_grace_sweep_settled_is_read_again,
+    a_purged_message_is_not_written_back_from_a_kept_copy,
+);
