@@ -10,34 +10,51 @@
 //! the database. A lost race also empties the cache and turns it off for a minute, so
 //! replicas that share messages do not pay a rerun per batch.
 
-use std::collections::HashMap;
-use std::hash::Hash;
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
+
+use lru::LruCache;
 
 use crate::domain::message::MessageState;
 use crate::domain::session::SessionState;
 use crate::domain::{Channel, Provider};
 use crate::store::{messages, sessions};
 
-/// Rows kept per generation (of each provider's messages, and of sessions); at most two
-/// generations are kept. 16k messages are about 6 MiB; a message's next status comes
-/// within seconds.
-const GENERATION: usize = 8_192;
+/// Rows kept, of each provider's messages and of sessions; past it the least recently
+/// kept go. A kept message takes about 1 KiB; a message's next status comes within
+/// seconds.
+const CAPACITY: NonZeroUsize = NonZeroUsize::new(8_192).expect("non-zero");
 
 /// How long the cache stays off after a batch lost a race for a row.
 const OFF_AFTER_RACE_MS: i64 = 60_000;
 
-#[derive(Default)]
 pub(super) struct Recent {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     /// By provider ([`provider_slot`]), then message id.
-    messages: [Generations<String, messages::Loaded>; 2],
-    sessions: Generations<String, sessions::Loaded>,
+    messages: [LruCache<String, messages::Loaded>; 2],
+    sessions: LruCache<String, sessions::Loaded>,
     off_until_ms: i64,
+}
+
+impl State {
+    fn empty(off_until_ms: i64) -> Self {
+        Self {
+            messages: [LruCache::new(CAPACITY), LruCache::new(CAPACITY)],
+            sessions: LruCache::new(CAPACITY),
+            off_until_ms,
+        }
+    }
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self {
+            state: Mutex::new(State::empty(0)),
+        }
+    }
 }
 
 impl Recent {
@@ -60,7 +77,7 @@ impl Recent {
             return None;
         }
         keys.iter()
-            .map(|(p, id, _)| state.messages[slot(p)].take(*id))
+            .map(|(p, id, _)| state.messages[slot(p)].pop(*id))
             .collect()
     }
 
@@ -72,7 +89,7 @@ impl Recent {
         if !on || !phones.iter().all(|p| state.sessions.contains(*p)) {
             return None;
         }
-        phones.iter().map(|p| state.sessions.take(*p)).collect()
+        phones.iter().map(|p| state.sessions.pop(*p)).collect()
     }
 
     /// Keeps rows as a batch committed them, each with the version it now has.
@@ -88,10 +105,10 @@ impl Recent {
         }
         for (m, version) in messages {
             let slot = provider_slot(m.provider);
-            state.messages[slot].insert(m.message_id.clone(), (m, Some(version)));
+            state.messages[slot].put(m.message_id.clone(), (m, Some(version)));
         }
         for (s, version) in sessions {
-            state.sessions.insert(s.phone.clone(), (s, Some(version)));
+            state.sessions.put(s.phone.clone(), (s, Some(version)));
         }
     }
 
@@ -101,7 +118,7 @@ impl Recent {
         let mut state = self.state.lock().expect("cache lock");
         for id in ids {
             for slot in &mut state.messages {
-                slot.remove(id);
+                slot.pop(id);
             }
         }
     }
@@ -110,21 +127,14 @@ impl Recent {
     /// be written back as if it were still stored.
     pub fn clear(&self) {
         let mut state = self.state.lock().expect("cache lock");
-        let off_until_ms = state.off_until_ms;
-        *state = State {
-            off_until_ms,
-            ..State::default()
-        };
+        *state = State::empty(state.off_until_ms);
     }
 
     /// Empties the cache and keeps it off until `OFF_AFTER_RACE_MS` after `now_ms`:
     /// another writer is changing the rows this exporter writes.
     pub fn lost_race(&self, now_ms: i64) {
         let mut state = self.state.lock().expect("cache lock");
-        *state = State {
-            off_until_ms: now_ms + OFF_AFTER_RACE_MS,
-            ..State::default()
-        };
+        *state = State::empty(now_ms + OFF_AFTER_RACE_MS);
     }
 }
 
@@ -135,79 +145,30 @@ fn provider_slot(provider: Provider) -> usize {
     }
 }
 
-/// A bounded map: new entries go to the young generation; when it is full it becomes
-/// the old one, and the old one is dropped. No per-entry bookkeeping, and a row read or
-/// written within the last generation is always found.
-struct Generations<K, V> {
-    young: HashMap<K, V>,
-    old: HashMap<K, V>,
-}
-
-impl<K, V> Default for Generations<K, V> {
-    fn default() -> Self {
-        Self {
-            young: HashMap::new(),
-            old: HashMap::new(),
-        }
-    }
-}
-
-impl<K: Hash + Eq, V> Generations<K, V> {
-    fn contains<Q>(&self, key: &Q) -> bool
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.young.contains_key(key) || self.old.contains_key(key)
-    }
-
-    fn take<Q>(&mut self, key: &Q) -> Option<V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.young.remove(key).or_else(|| self.old.remove(key))
-    }
-
-    fn insert(&mut self, key: K, value: V) {
-        self.old.remove(&key);
-        self.young.insert(key, value);
-        if self.young.len() >= GENERATION {
-            self.old = std::mem::take(&mut self.young);
-        }
-    }
-
-    fn remove<Q>(&mut self, key: &Q)
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        let _ = self.take(key);
-        self.old.remove(key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_last_generation_is_always_found_and_older_rows_are_dropped() {
-        let mut g: Generations<String, usize> = Generations::default();
-        for i in 0..GENERATION * 2 + 10 {
-            g.insert(i.to_string(), i);
-        }
-        assert!(!g.contains("0"), "two generations back: dropped");
-        for i in GENERATION..GENERATION * 2 + 10 {
-            assert!(g.contains(i.to_string().as_str()), "{i}");
-        }
-        assert!(g.young.len() + g.old.len() <= 2 * GENERATION);
-        assert_eq!(g.take("20000"), None);
-        let last = (GENERATION * 2 + 9).to_string();
-        assert_eq!(g.take(last.as_str()), Some(GENERATION * 2 + 9));
+    fn past_its_capacity_the_least_recently_kept_rows_go() {
+        let recent = Recent::default();
+        let m = |i: usize| {
+            let id = format!("wamid.{i}");
+            MessageState::new(Provider::Meta, id, Channel::Whatsapp, 0)
+        };
+        let n = CAPACITY.get() + 10;
+        recent.keep((0..n).map(|i| (m(i), 0)), std::iter::empty(), 0);
+        let ids: Vec<String> = (0..n).map(|i| format!("wamid.{i}")).collect();
+        let key = |i: usize| [(Provider::Meta, ids[i].as_str(), Channel::Whatsapp)];
         assert!(
-            !g.contains(last.as_str()),
-            "taken rows are gone until kept again"
+            recent.take_messages(&key(9), 0).is_none(),
+            "among the first ten: gone"
+        );
+        assert!(recent.take_messages(&key(10), 0).is_some());
+        assert!(recent.take_messages(&key(n - 1), 0).is_some());
+        assert!(
+            recent.take_messages(&key(n - 1), 0).is_none(),
+            "taken rows are gone"
         );
     }
 
