@@ -25,6 +25,11 @@ use crate::store::{messages, sessions};
 /// seconds.
 const CAPACITY: NonZeroUsize = NonZeroUsize::new(8_192).expect("non-zero");
 
+/// A message whose text (ids, template, error, …) is longer is not kept, so that the
+/// cache's memory stays bounded whatever the providers send (Meta's errors are a few
+/// hundred bytes).
+const MAX_TEXT_BYTES: usize = 2_048;
+
 /// How long the cache stays off after a batch lost a race for a row.
 const OFF_AFTER_RACE_MS: i64 = 60_000;
 
@@ -103,7 +108,7 @@ impl Recent {
         if now_ms < state.off_until_ms {
             return;
         }
-        for (m, version) in messages {
+        for (m, version) in messages.filter(|(m, _)| text_bytes(m) <= MAX_TEXT_BYTES) {
             let slot = provider_slot(m.provider);
             state.messages[slot].put(m.message_id.clone(), (m, Some(version)));
         }
@@ -138,6 +143,25 @@ impl Recent {
     }
 }
 
+/// The bytes of a message's text fields.
+fn text_bytes(m: &MessageState) -> usize {
+    let hook = m.hook.as_ref().map_or(0, |h| h.template.len());
+    let error = m.error.as_ref().map_or(0, |e| {
+        e.code.len() + e.title.len() + e.message.len() + e.details.len()
+    });
+    let pricing = m.pricing.as_ref().map_or(0, |p| {
+        p.kind.as_ref().map_or(0, String::len) + p.category.as_ref().map_or(0, String::len)
+    });
+    m.message_id.len()
+        + m.phone.as_ref().map_or(0, |p| p.as_str().len())
+        + hook
+        + error
+        + pricing
+        + m.labels.as_ref().map_or(0, |l| l.template.len())
+        + m.currency.len()
+        + m.reservation_id.len()
+}
+
 fn provider_slot(provider: Provider) -> usize {
     match provider {
         Provider::Meta => 0,
@@ -148,6 +172,30 @@ fn provider_slot(provider: Provider) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_with_long_text_is_not_kept() {
+        use crate::domain::message::MessageError;
+        let recent = Recent::default();
+        let with_error = |id: &str, len: usize| {
+            let mut m = MessageState::new(Provider::Meta, id.into(), Channel::Whatsapp, 0);
+            m.error = Some(MessageError {
+                code: "131026".into(),
+                title: "Message undeliverable".into(),
+                message: String::new(),
+                details: "x".repeat(len),
+            });
+            m
+        };
+        let (short, long) = (with_error("short", 500), with_error("long", MAX_TEXT_BYTES));
+        recent.keep([(short, 1), (long, 1)].into_iter(), std::iter::empty(), 0);
+        let key = |id| [(Provider::Meta, id, Channel::Whatsapp)];
+        assert!(recent.take_messages(&key("short"), 0).is_some());
+        assert!(
+            recent.take_messages(&key("long"), 0).is_none(),
+            "read again instead"
+        );
+    }
 
     #[test]
     fn past_its_capacity_the_least_recently_kept_rows_go() {
