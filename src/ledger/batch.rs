@@ -249,13 +249,15 @@ async fn load<'e>(
                 .map(|p| stored.remove(*p).unwrap_or_else(|| sessions::absent(p)))
                 .collect(),
             None if cx.lock_rows => sessions::lock_or_create_many(conn, &phones, cx.now).await?,
-            None => match recent.filter(|_| from_cache) {
-                Some(r) => match r.take_sessions(&phones, cx.now) {
-                    Some(cached) => cached,
+            None => {
+                let kept = recent
+                    .filter(|_| from_cache)
+                    .and_then(|r| r.take_sessions(&phones, cx.now));
+                match kept {
+                    Some(kept) => kept,
                     None => sessions::read_many(conn, &phones).await?,
-                },
-                None => sessions::read_many(conn, &phones).await?,
-            },
+                }
+            }
         };
         for (s, version) in loaded {
             sessions.insert(s.phone.clone(), BatchRow::new((s, version)));

@@ -52,6 +52,11 @@ impl State {
             off_until_ms,
         }
     }
+
+    /// Rows are kept and taken unless a race turned the cache off until after `now_ms`.
+    fn on_at(&self, now_ms: i64) -> bool {
+        now_ms >= self.off_until_ms
+    }
 }
 
 impl Default for Recent {
@@ -72,29 +77,18 @@ impl Recent {
         now_ms: i64,
     ) -> Option<Vec<messages::Loaded>> {
         let mut state = self.state.lock().expect("cache lock");
-        let on = now_ms >= state.off_until_ms;
-        let slot = |p: &Provider| provider_slot(*p);
-        if !on
-            || !keys
-                .iter()
-                .all(|(p, id, _)| state.messages[slot(p)].contains(*id))
-        {
-            return None;
-        }
-        keys.iter()
-            .map(|(p, id, _)| state.messages[slot(p)].pop(*id))
-            .collect()
+        let on = state.on_at(now_ms);
+        let keys = keys.iter().map(|(p, id, _)| (provider_slot(*p), *id));
+        take_all(on, &mut state.messages, keys)
     }
 
     /// Takes the stored session of every phone out, in the phones' order, if every one
     /// is here; else takes nothing.
     pub fn take_sessions(&self, phones: &[&str], now_ms: i64) -> Option<Vec<sessions::Loaded>> {
         let mut state = self.state.lock().expect("cache lock");
-        let on = now_ms >= state.off_until_ms;
-        if !on || !phones.iter().all(|p| state.sessions.contains(*p)) {
-            return None;
-        }
-        phones.iter().map(|p| state.sessions.pop(*p)).collect()
+        let on = state.on_at(now_ms);
+        let caches = std::slice::from_mut(&mut state.sessions);
+        take_all(on, caches, phones.iter().map(|p| (0, *p)))
     }
 
     /// Keeps rows as a batch committed them, each with the version it now has.
@@ -105,7 +99,7 @@ impl Recent {
         now_ms: i64,
     ) {
         let mut state = self.state.lock().expect("cache lock");
-        if now_ms < state.off_until_ms {
+        if !state.on_at(now_ms) {
             return;
         }
         for (m, version) in messages.filter(|(m, _)| text_bytes(m) <= MAX_TEXT_BYTES) {
@@ -141,6 +135,19 @@ impl Recent {
         let mut state = self.state.lock().expect("cache lock");
         *state = State::empty(now_ms + OFF_AFTER_RACE_MS);
     }
+}
+
+/// Pops every key (each with the index of its cache) if `on` and every one is there;
+/// else pops none, so a batch that must read anyway leaves the kept rows in place.
+fn take_all<'k, V>(
+    on: bool,
+    caches: &mut [LruCache<String, V>],
+    keys: impl Iterator<Item = (usize, &'k str)> + Clone,
+) -> Option<Vec<V>> {
+    if !on || !keys.clone().all(|(c, k)| caches[c].contains(k)) {
+        return None;
+    }
+    keys.map(|(c, k)| caches[c].pop(k)).collect()
 }
 
 /// The bytes of a message's text fields.
