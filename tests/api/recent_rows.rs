@@ -5,7 +5,7 @@
 use messaging_exporter::clock::ManualClock;
 
 use crate::helpers::{
-    config_for, meta_status, template_hook, Backend, Scrape, TestApp, TestDb, T0_MS,
+    config_for, meta_inbound, meta_status, template_hook, Backend, Scrape, TestApp, TestDb, T0_MS,
 };
 
 const PHONE: &str = "919812345678";
@@ -70,6 +70,38 @@ async fn a_row_another_replica_wrote_after_this_one_kept_it_runs_again_and_count
         sa.sum("messaging_delivery_latency_seconds_count", &[]),
         3.0,
         "each delivery counted once, by A"
+    );
+}
+
+/// Sessions are kept too: an inbound message through A, one through B, then one through A
+/// again, whose kept session B's write made stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_another_replica_wrote_after_this_one_kept_it_counts_every_inbound_message() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let clock = ManualClock::new(T0_MS + 1_000_000);
+    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let b = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let t = a.now_ms() / 1000;
+    for (app, n) in [(&a, 1), (&b, 2), (&a, 3)] {
+        let inbound = meta_inbound(&format!("wamid.in{n}"), PHONE, t - 10 + n);
+        assert_eq!(app.post_meta(&inbound).await.status(), 200);
+    }
+    assert_eq!(
+        retries(&a.scrape().await),
+        1.0,
+        "A's kept session was stale"
+    );
+
+    let resp = a.get(&format!("/v1/sessions/+{PHONE}")).await;
+    assert_eq!(resp.status(), 200);
+    let session: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(session["user_messages"], 3, "{session}");
+    assert_eq!(session["is_active"], true, "{session}");
+    let last = chrono::DateTime::from_timestamp(t - 7, 0).unwrap();
+    assert_eq!(
+        session["last_inbound_at"],
+        last.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "{session}"
     );
 }
 
