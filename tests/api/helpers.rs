@@ -160,6 +160,15 @@ pub struct TestApp {
     handle: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// Two exporters on one fresh Postgres database, sharing one clock (`a.clock`).
+pub async fn two_replicas() -> (TestDb, TestApp, TestApp) {
+    let db = TestDb::new(Backend::Postgres).await;
+    let clock = ManualClock::new(T0_MS + 1_000_000);
+    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let b = TestApp::spawn_with(config_for(&db.url), clock).await;
+    (db, a, b)
+}
+
 pub fn config_for(url: &str) -> Config {
     let mut c = Config::for_database(url);
     c.db_max_connections = 5;

@@ -2,10 +2,8 @@
 //! row changed since by someone else (another replica, the grace sweep) must still be
 //! counted exactly once: the write-back refuses the stale row and the batch runs again.
 
-use messaging_exporter::clock::ManualClock;
-
 use crate::helpers::{
-    config_for, meta_inbound, meta_status, template_hook, Backend, Scrape, TestApp, TestDb, T0_MS,
+    meta_inbound, meta_status, template_hook, two_replicas, Backend, Scrape, TestApp, TestDb,
 };
 
 const PHONE: &str = "919812345678";
@@ -34,10 +32,7 @@ async fn hook_then_sent_elsewhere_then_delivered(a: &TestApp, b: &TestApp, id: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_another_replica_wrote_after_this_one_kept_it_runs_again_and_counts_once() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let clock = ManualClock::new(T0_MS + 1_000_000);
-    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
-    let b = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let (_db, a, b) = two_replicas().await;
 
     // A kept the message as its hook left it; B's write makes that copy stale.
     hook_then_sent_elsewhere_then_delivered(&a, &b, "wamid.kept1").await;
@@ -48,12 +43,12 @@ async fn a_row_another_replica_wrote_after_this_one_kept_it_runs_again_and_count
     );
 
     // After a lost race the copies stay off for a minute: A reads, and loses nothing.
-    clock.advance_ms(30_000);
+    a.clock.advance_ms(30_000);
     hook_then_sent_elsewhere_then_delivered(&a, &b, "wamid.kept2").await;
     assert_eq!(retries(&a.scrape().await), 1.0);
 
     // Then A keeps rows again.
-    clock.advance_ms(31_000);
+    a.clock.advance_ms(31_000);
     hook_then_sent_elsewhere_then_delivered(&a, &b, "wamid.kept3").await;
     assert_eq!(retries(&a.scrape().await), 2.0);
     assert_eq!(retries(&b.scrape().await), 0.0);
@@ -77,10 +72,7 @@ async fn a_row_another_replica_wrote_after_this_one_kept_it_runs_again_and_count
 /// again, whose kept session B's write made stale.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_another_replica_wrote_after_this_one_kept_it_counts_every_inbound_message() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let clock = ManualClock::new(T0_MS + 1_000_000);
-    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
-    let b = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let (_db, a, b) = two_replicas().await;
     let t = a.now_ms() / 1000;
     for (app, n) in [(&a, 1), (&b, 2), (&a, 3)] {
         let inbound = meta_inbound(&format!("wamid.in{n}"), PHONE, t - 10 + n);

@@ -6,8 +6,8 @@ use messaging_exporter::clock::ManualClock;
 use serde_json::json;
 
 use crate::helpers::{
-    config_for, meta_inbound, meta_status, template_hook, Backend, PgProxy, Scrape, TestApp,
-    TestDb, T0_MS,
+    config_for, meta_inbound, meta_status, template_hook, two_replicas, Backend, PgProxy, Scrape,
+    TestApp, TestDb, T0_MS,
 };
 
 const MESSAGES: usize = 60;
@@ -158,10 +158,7 @@ fn merged(a: &Scrape, b: &Scrape) -> Scrape {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_receiving_halves_and_duplicates_count_exactly_once() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let clock = ManualClock::new(T0_MS + 1_000_000);
-    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
-    let b = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let (_db, a, b) = two_replicas().await;
     let reqs = traffic();
     // Even requests to A, odd to B, every fifth to both: Meta retries reach any replica.
     let for_a: Vec<_> = reqs
@@ -196,10 +193,7 @@ async fn two_replicas_receiving_halves_and_duplicates_count_exactly_once() {
 /// that has happened (each round is checked), at most ten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_racing_for_the_same_rows_count_exactly_once() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let clock = ManualClock::new(T0_MS + 1_000_000);
-    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
-    let b = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
+    let (_db, a, b) = two_replicas().await;
     let retries = |s: &Scrape| s.sum("messaging_exporter_db_retries_total", &[]);
     let mut rounds = 0;
     let mut webhooks = 0.0;
