@@ -135,6 +135,12 @@ impl Statement {
 /// inserted; a row that is present is updated only if its version is one less than the
 /// version the write gives it, that is, if nobody wrote it since it was read. Rows read
 /// as absent are written with version 0, which no stored row can be one less than.
+///
+/// A row read as present but deleted since (by a retention purge, perhaps another
+/// replica's) would be inserted again, bringing back what was purged. On Postgres the
+/// statement returns which rows it wrote as they were read ([`RETURNING_AS_READ`]) and
+/// [`checked`] counts those; on SQLite, one process whose purge drops the rows it kept,
+/// that window is one batch's read and write.
 pub struct WriteBack<'a> {
     pub table: &'a str,
     pub key: &'a [&'a str],
@@ -168,7 +174,7 @@ impl WriteBack<'_> {
                 None => format!("v.{c}"),
             })
             .collect();
-        format!(
+        let upsert = format!(
             "INSERT INTO {table} ({}) SELECT {} FROM {} WHERE true \
              ON CONFLICT ({}) DO UPDATE SET {} WHERE {table}.version = excluded.version - 1",
             columns.join(", "),
@@ -176,7 +182,60 @@ impl WriteBack<'_> {
             source_at(backend, table, columns, param),
             key.join(", "),
             set.join(", ")
-        )
+        );
+        match backend {
+            Backend::Postgres => format!("{upsert} {RETURNING_AS_READ}"),
+            Backend::Sqlite => upsert,
+        }
+    }
+}
+
+/// Postgres: each row a [`WriteBack`] wrote, `as_read` unless the write inserted a row
+/// that was read as present (a version above 0), that is, one deleted since it was
+/// read. `xmax` is 0 only in a row version that an insert made; an update through
+/// `ON CONFLICT` leaves its own transaction's id there.
+const RETURNING_AS_READ: &str = "RETURNING NOT (xmax = 0 AND version > 0) AS as_read";
+
+/// Raises what [`super::is_retryable`] takes for a lost race. Created at start
+/// ([`super::Db::migrate`]); plpgsql because SQL alone cannot raise an error.
+pub(super) const CREATE_CONFLICT_FUNCTION: &str =
+    "CREATE OR REPLACE FUNCTION messaging_exporter_write_conflict(tbl text) RETURNS bigint \
+     LANGUAGE plpgsql AS $$ BEGIN \
+     RAISE EXCEPTION 'a row of % changed since it was read', tbl \
+     USING ERRCODE = 'serialization_failure'; END $$";
+
+/// Postgres: [`WriteBack`] statements, each given as `(table, its SQL, the $n of the
+/// number of rows it is given)`, as one statement that raises a lost race unless each
+/// wrote all its rows as they were read; nothing of it then stands.
+pub fn checked(writes: &[(&str, String, usize)]) -> String {
+    let written: Vec<String> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, sql, _))| format!("w{i} AS ({sql})"))
+        .collect();
+    let conflicts: Vec<String> = writes
+        .iter()
+        .enumerate()
+        .map(|(i, (table, _, count))| {
+            format!(
+                "WHEN (SELECT count(*) FROM w{i} WHERE as_read) <> ${count} \
+                 THEN messaging_exporter_write_conflict('{table}')"
+            )
+        })
+        .collect();
+    format!(
+        "WITH {} SELECT CASE {} ELSE 0 END",
+        written.join(", "),
+        conflicts.join(" ")
+    )
+}
+
+/// The statement [`write_back`] runs for one [`WriteBack`] over `$1`: on Postgres
+/// [`checked`], its row count bound as `$2`.
+pub fn single(backend: Backend, table: &str, write_back: String) -> String {
+    match backend {
+        Backend::Postgres => checked(&[(table, write_back, 2)]),
+        Backend::Sqlite => write_back,
     }
 }
 
@@ -186,9 +245,10 @@ pub fn written_version(read: Option<i64>) -> i64 {
     read.map_or(0, |v| v + 1)
 }
 
-/// Runs a [`WriteBack`] statement over `rows`. A row not written means another
-/// transaction wrote it after it was read, so nothing of this one may stand: a
-/// [`WriteConflict`], and the caller runs the batch again.
+/// Runs a [`single`] write-back statement over `rows`. A row not written as it was read
+/// means another transaction wrote (or deleted) it after it was read, so nothing of
+/// this one may stand: a lost race ([`WriteConflict`] on SQLite, raised by the
+/// statement on Postgres), and the caller runs the batch again.
 pub async fn write_back<T: serde::Serialize>(
     conn: &mut AnyConnection,
     table: &'static str,
@@ -198,9 +258,17 @@ pub async fn write_back<T: serde::Serialize>(
     if rows.is_empty() {
         return Ok(());
     }
-    let done = statement.over(conn, rows).execute(&mut *conn).await?;
-    if done.rows_affected() != rows.len() as u64 {
-        return Err(WriteConflict::error(table));
+    let query = statement.over(conn, rows);
+    match backend_of(conn) {
+        Backend::Postgres => {
+            query.bind(rows.len() as i64).execute(&mut *conn).await?;
+        }
+        Backend::Sqlite => {
+            let done = query.execute(&mut *conn).await?;
+            if done.rows_affected() != rows.len() as u64 {
+                return Err(WriteConflict::error(table));
+            }
+        }
     }
     Ok(())
 }

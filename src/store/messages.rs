@@ -429,7 +429,9 @@ pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
     .sql(backend, param)
 }
 
-static WRITE: Statement = Statement::new(|backend| write_back_sql(backend, 1));
+static WRITE: Statement = Statement::new(|backend| {
+    json_rows::single(backend, "outbound_messages", write_back_sql(backend, 1))
+});
 
 /// The rows [`save_many`] writes: each with the version it gives its row.
 pub(super) fn stored_rows<'a>(
@@ -443,7 +445,8 @@ pub(super) fn stored_rows<'a>(
 }
 
 /// Writes messages back in one statement whatever the batch size; a row changed or
-/// created since it was read is a [`super::WriteConflict`].
+/// created (or on Postgres deleted) since it was read is a lost race (see
+/// [`json_rows::write_back`]).
 pub async fn save_many(
     conn: &mut AnyConnection,
     messages: &[(&MessageState, Option<i64>)],

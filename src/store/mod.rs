@@ -213,7 +213,7 @@ impl Db {
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('messaging_exporter_write_conflict'))")
             .execute(&mut *tx)
             .await?;
-        sqlx::raw_sql(batch_write::CREATE_CONFLICT_FUNCTION)
+        sqlx::raw_sql(json_rows::CREATE_CONFLICT_FUNCTION)
             .execute(&mut *tx)
             .await?;
         tx.commit().await

@@ -141,7 +141,8 @@ pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
     .sql(backend, param)
 }
 
-static WRITE: Statement = Statement::new(|backend| write_back_sql(backend, 1));
+static WRITE: Statement =
+    Statement::new(|backend| json_rows::single(backend, "sessions", write_back_sql(backend, 1)));
 
 /// The rows [`save_many`] writes: each with the version it gives its row.
 pub(super) fn stored_rows<'a>(
@@ -154,8 +155,8 @@ pub(super) fn stored_rows<'a>(
         .collect()
 }
 
-/// Writes sessions back in one statement; a row changed or created since it was read is
-/// a [`super::WriteConflict`].
+/// Writes sessions back in one statement; a row changed or created (or on Postgres
+/// deleted) since it was read is a lost race (see [`json_rows::write_back`]).
 pub async fn save_many(
     conn: &mut AnyConnection,
     sessions: &[(&SessionState, Option<i64>)],

@@ -97,6 +97,38 @@ async fn a_session_another_replica_wrote_after_this_one_kept_it_counts_every_inb
     );
 }
 
+/// Another replica's retention purge deletes a message (and its session) this one kept:
+/// written back from the copy, the purged row would come back, counted as if nothing had
+/// happened. The write-back finds the row gone and the batch runs again from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_another_replica_purged_after_this_one_kept_it_is_not_brought_back() {
+    let (_db, a, b) = two_replicas().await;
+    let hook = template_hook("wamid.old", PHONE, "promo", "marketing", a.now_ms());
+    assert_eq!(a.post_json("/v1/events/sent", &hook).await.status(), 202);
+    a.clock.advance_ms(91 * 86_400_000);
+    let deleted = messaging_exporter::background::purge(&b.state)
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted, 3,
+        "the message, its session and its template cooldown, past retention"
+    );
+
+    let delivered = meta_status("wamid.old", "delivered", a.now_ms() / 1000, PHONE);
+    assert_eq!(a.post_meta(&delivered).await.status(), 200);
+    let s = a.scrape().await;
+    assert_eq!(
+        retries(&s),
+        1.0,
+        "A took its copy of the purged row, lost the write and ran the batch again"
+    );
+    assert_eq!(
+        out(&s, "promo", "delivered"),
+        0.0,
+        "a message the database no longer holds: its status waits for a hook"
+    );
+}
+
 async fn a_message_the_grace_sweep_settled_is_read_again(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
