@@ -50,6 +50,7 @@ impl App {
             clock.clone(),
             grace_ms,
             batch_parts,
+            config.kept_rows as usize,
             metrics.db_retries(),
         );
         metrics.set_ready(true);

@@ -94,6 +94,13 @@ pub struct Config {
     /// Database connections per process.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
+
+    /// Rows this exporter committed lately that it keeps, of each provider's messages and
+    /// of sessions, so that a small batch finding all its rows there skips its read; 0
+    /// keeps none. About 1 KiB each.
+    #[arg(long, env = "KEPT_ROWS", default_value_t = 8_192,
+          value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
+    pub kept_rows: u32,
 }
 
 impl Config {
@@ -197,6 +204,7 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://messaging-exporter.db");
         assert_eq!(c.retention_days, 90);
         assert_eq!(c.max_label_values, 200);
+        assert_eq!(c.kept_rows, 8_192);
         assert!(c.check().is_ok());
     }
 

@@ -123,13 +123,15 @@ pub const DEFAULT_BATCH_PARTS: usize = 2;
 
 impl Ledger {
     /// Starts the writer task (needs a Tokio runtime); its large batches run as
-    /// `batch_parts` transactions at once.
+    /// `batch_parts` transactions at once, and it keeps up to `kept_rows` committed rows
+    /// per table (see [`recent`]).
     pub fn new(
         db: Db,
         settings: Arc<SettingsCache>,
         clock: SharedClock,
         grace_ms: i64,
         batch_parts: usize,
+        kept_rows: usize,
         retries: Retries,
     ) -> Self {
         let inner = Arc::new(Inner {
@@ -138,7 +140,7 @@ impl Ledger {
             clock,
             grace_ms,
             retries,
-            recent: recent::Recent::default(),
+            recent: recent::Recent::new(kept_rows),
         });
         let queue = writer::spawn(inner.clone(), batch_parts);
         Self { inner, queue }

@@ -20,11 +20,6 @@ use crate::domain::session::SessionState;
 use crate::domain::{Channel, Provider};
 use crate::store::{messages, sessions};
 
-/// Rows kept, of each provider's messages and of sessions; past it the least recently
-/// kept go. A kept message takes about 1 KiB; a message's next status comes within
-/// seconds.
-const CAPACITY: NonZeroUsize = NonZeroUsize::new(8_192).expect("non-zero");
-
 /// A message whose text (ids, template, error, …) is longer is not kept, so that the
 /// cache's memory stays bounded whatever the providers send (Meta's errors are a few
 /// hundred bytes).
@@ -41,33 +36,39 @@ struct State {
     /// By provider ([`provider_slot`]), then message id.
     messages: [LruCache<String, messages::Loaded>; 2],
     sessions: LruCache<String, sessions::Loaded>,
+    /// `None`: nothing is kept (`--kept-rows 0`).
+    capacity: Option<NonZeroUsize>,
     off_until_ms: i64,
 }
 
 impl State {
-    fn empty(off_until_ms: i64) -> Self {
+    fn empty(capacity: Option<NonZeroUsize>, off_until_ms: i64) -> Self {
+        let cap = capacity.unwrap_or(NonZeroUsize::MIN);
         Self {
-            messages: [LruCache::new(CAPACITY), LruCache::new(CAPACITY)],
-            sessions: LruCache::new(CAPACITY),
+            messages: [LruCache::new(cap), LruCache::new(cap)],
+            sessions: LruCache::new(cap),
+            capacity,
             off_until_ms,
         }
     }
 
-    /// Rows are kept and taken unless a race turned the cache off until after `now_ms`.
+    /// Rows are kept and taken unless none are to be, or a race turned the cache off
+    /// until after `now_ms`.
     fn on_at(&self, now_ms: i64) -> bool {
-        now_ms >= self.off_until_ms
-    }
-}
-
-impl Default for Recent {
-    fn default() -> Self {
-        Self {
-            state: Mutex::new(State::empty(0)),
-        }
+        self.capacity.is_some() && now_ms >= self.off_until_ms
     }
 }
 
 impl Recent {
+    /// Keeps up to `capacity` messages of each provider and `capacity` sessions
+    /// (`--kept-rows`), the least recently kept going first; none if 0. A kept message
+    /// takes about 1 KiB; a message's next status comes within seconds.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State::empty(NonZeroUsize::new(capacity), 0)),
+        }
+    }
+
     /// Takes the stored state of every key out, in the keys' order, if every one is
     /// here (and the cache is on at `now_ms`); else takes nothing. The batch gives its
     /// rows back once committed ([`Self::keep`]).
@@ -126,14 +127,14 @@ impl Recent {
     /// be written back as if it were still stored.
     pub fn clear(&self) {
         let mut state = self.state.lock().expect("cache lock");
-        *state = State::empty(state.off_until_ms);
+        *state = State::empty(state.capacity, state.off_until_ms);
     }
 
     /// Empties the cache and keeps it off until `OFF_AFTER_RACE_MS` after `now_ms`:
     /// another writer is changing the rows this exporter writes.
     pub fn lost_race(&self, now_ms: i64) {
         let mut state = self.state.lock().expect("cache lock");
-        *state = State::empty(now_ms + OFF_AFTER_RACE_MS);
+        *state = State::empty(state.capacity, now_ms + OFF_AFTER_RACE_MS);
     }
 }
 
@@ -180,10 +181,12 @@ fn provider_slot(provider: Provider) -> usize {
 mod tests {
     use super::*;
 
+    const CAPACITY: usize = 100;
+
     #[test]
     fn a_message_with_long_text_is_not_kept() {
         use crate::domain::message::MessageError;
-        let recent = Recent::default();
+        let recent = Recent::new(CAPACITY);
         let with_error = |id: &str, len: usize| {
             let mut m = MessageState::new(Provider::Meta, id.into(), Channel::Whatsapp, 0);
             m.error = Some(MessageError {
@@ -206,12 +209,12 @@ mod tests {
 
     #[test]
     fn past_its_capacity_the_least_recently_kept_rows_go() {
-        let recent = Recent::default();
+        let recent = Recent::new(CAPACITY);
         let m = |i: usize| {
             let id = format!("wamid.{i}");
             MessageState::new(Provider::Meta, id, Channel::Whatsapp, 0)
         };
-        let n = CAPACITY.get() + 10;
+        let n = CAPACITY + 10;
         recent.keep((0..n).map(|i| (m(i), 0)), std::iter::empty(), 0);
         let ids: Vec<String> = (0..n).map(|i| format!("wamid.{i}")).collect();
         let key = |i: usize| [(Provider::Meta, ids[i].as_str(), Channel::Whatsapp)];
@@ -229,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_batch_takes_all_its_rows_or_none_and_a_lost_race_turns_keeping_off() {
-        let recent = Recent::default();
+        let recent = Recent::new(CAPACITY);
         let m = |id: &str| MessageState::new(Provider::Meta, id.into(), Channel::Whatsapp, 0);
         recent.keep(
             [(m("a"), 3), (m("b"), 0)].into_iter(),
@@ -262,5 +265,18 @@ mod tests {
         recent.keep([(m("a"), 6)].into_iter(), std::iter::empty(), 100 + 60_000);
         let taken = recent.take_messages(&[key("a")], 100 + 60_000).unwrap();
         assert_eq!(taken[0].1, Some(6));
+    }
+
+    #[test]
+    fn with_no_capacity_nothing_is_kept() {
+        let recent = Recent::new(0);
+        let m = MessageState::new(Provider::Meta, "a".into(), Channel::Whatsapp, 0);
+        recent.keep([(m, 1)].into_iter(), std::iter::empty(), 0);
+        let key = [(Provider::Meta, "a", Channel::Whatsapp)];
+        assert!(recent.take_messages(&key, 0).is_none());
+        assert!(
+            recent.take_sessions(&[], 0).is_none(),
+            "not even for no phones"
+        );
     }
 }

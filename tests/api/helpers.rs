@@ -162,10 +162,20 @@ pub struct TestApp {
 
 /// Two exporters on one fresh Postgres database, sharing one clock (`a.clock`).
 pub async fn two_replicas() -> (TestDb, TestApp, TestApp) {
+    two_replicas_configured(|_| {}).await
+}
+
+/// [`two_replicas`], each configured by `configure`.
+pub async fn two_replicas_configured(configure: fn(&mut Config)) -> (TestDb, TestApp, TestApp) {
     let db = TestDb::new(Backend::Postgres).await;
     let clock = ManualClock::new(T0_MS + 1_000_000);
-    let a = TestApp::spawn_with(config_for(&db.url), clock.clone()).await;
-    let b = TestApp::spawn_with(config_for(&db.url), clock).await;
+    let config = || {
+        let mut c = config_for(&db.url);
+        configure(&mut c);
+        c
+    };
+    let a = TestApp::spawn_with(config(), clock.clone()).await;
+    let b = TestApp::spawn_with(config(), clock).await;
     (db, a, b)
 }
 

@@ -3,7 +3,8 @@
 //! counted exactly once: the write-back refuses the stale row and the batch runs again.
 
 use crate::helpers::{
-    meta_inbound, meta_status, template_hook, two_replicas, Backend, Scrape, TestApp, TestDb,
+    meta_inbound, meta_status, template_hook, two_replicas, two_replicas_configured, Backend,
+    Scrape, TestApp, TestDb,
 };
 
 const PHONE: &str = "919812345678";
@@ -66,6 +67,25 @@ async fn a_row_another_replica_wrote_after_this_one_kept_it_runs_again_and_count
         3.0,
         "each delivery counted once, by A"
     );
+}
+
+/// `--kept-rows 0` keeps nothing: replicas that share messages read every row, and no
+/// batch runs again for a stale copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_kept_rows_replicas_sharing_messages_read_them_and_never_run_again() {
+    let (_db, a, b) = two_replicas_configured(|c| c.kept_rows = 0).await;
+    for id in ["wamid.read1", "wamid.read2"] {
+        hook_then_sent_elsewhere_then_delivered(&a, &b, id).await;
+    }
+    let (sa, sb) = (a.scrape().await, b.scrape().await);
+    assert_eq!(retries(&sa) + retries(&sb), 0.0);
+    for status in ["accepted", "sent", "delivered"] {
+        assert_eq!(
+            out(&sa, "promo", status) + out(&sb, "promo", status),
+            2.0,
+            "{status}"
+        );
+    }
 }
 
 /// Sessions are kept too: an inbound message through A, one through B, then one through A
