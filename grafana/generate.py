@@ -531,6 +531,22 @@ def exporter():
         timeseries("Requests by route and status", "Requests per second by route and HTTP status.",
                    [prom(f"sum by (route, status) (rate(messaging_exporter_http_request_duration_seconds_count{{{INST}}}[$__rate_interval]))",
                          "{{route}} {{status}}")], "reqps"),
+        row("Database batches"),
+        timeseries("Batches run again",
+                   "Database batches run again per second, by reason: conflict (a row another "
+                   "replica or the grace sweep wrote between the batch's read, or the kept copy "
+                   "it took, and its write-back) or deadlock. Nothing is counted twice. Replicas "
+                   "that share messages show about one conflict per replica per minute.",
+                   [prom(f"sum by (reason) (rate(messaging_exporter_db_retries_total{{{INST}}}[$__rate_interval]))",
+                         "{{reason}}")], "cps"),
+        timeseries("Batches taking kept rows",
+                   "Share of database batches whose rows were all among those their exporter "
+                   "committed lately (--kept-rows), so they skipped their read. Low under a "
+                   "bot's steady traffic: --kept-rows is small for its rate, or replicas share "
+                   "messages.",
+                   [prom(f'sum(rate(messaging_exporter_batch_reads_total{{source="kept", {INST}}}[$__rate_interval])) '
+                         f"/ sum(rate(messaging_exporter_batch_reads_total{{{INST}}}[$__rate_interval]))",
+                         "kept")], "percentunit"),
         row("Cardinality and pre-send"),
         timeseries("Label overflow",
                    "Values per second reported as \"other\" because the label reached "
@@ -545,7 +561,7 @@ def exporter():
     variables = [variable("instance", "Instance", 'label_values(up{job="messaging-exporter"}, instance)')]
     return dashboard("messaging-exporter", "Messaging / Exporter internals",
                      "Is the exporter itself healthy? Scrapes, readiness, webhooks, HTTP, "
-                     "label cardinality, pre-send decisions.", ["exporter"], variables, items,
+                     "database batches, label cardinality, pre-send decisions.", ["exporter"], variables, items,
                      time_from="now-3h")
 
 

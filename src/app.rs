@@ -51,7 +51,7 @@ impl App {
             grace_ms,
             batch_parts,
             config.kept_rows as usize,
-            metrics.db_retries(),
+            metrics.ledger_counters(),
         );
         metrics.set_ready(true);
         let presend_reads = StateReader::new(db.clone());

@@ -158,6 +158,22 @@ pub struct RetryLabels {
 pub type Retries = Family<RetryLabels, Counter>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    pub source: &'static str,
+}
+
+/// Batches by where their message and session rows came from: `kept` (the rows this
+/// exporter committed lately, `--kept-rows`) or `database`. Shared with the ledger.
+pub type BatchReads = Family<ReadLabels, Counter>;
+
+/// What the ledger counts of its own work, registered with the other metrics.
+#[derive(Clone)]
+pub struct LedgerCounters {
+    pub retries: Retries,
+    pub reads: BatchReads,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: String,
     pub route: String,
@@ -234,6 +250,7 @@ pub struct Metrics {
     label_overflow: Family<LabelName, Counter>,
     http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     db_retries: Retries,
+    batch_reads: BatchReads,
     ready: Gauge,
     template: LabelGuard,
     code: LabelGuard,
@@ -285,6 +302,7 @@ impl Metrics {
             label_overflow: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             db_retries: Family::default(),
+            batch_reads: Family::default(),
             ready: Gauge::default(),
             template: LabelGuard::new("template", max_label_values),
             code: LabelGuard::new("code", max_label_values),
@@ -392,6 +410,14 @@ impl Metrics {
         );
         for reason in ["conflict", "deadlock"] {
             let _ = m.db_retries.get_or_create(&RetryLabels { reason });
+        }
+        r.register(
+            "messaging_exporter_batch_reads",
+            "Database batches by where their message and session rows came from: kept (committed lately by this exporter) or database",
+            m.batch_reads.clone(),
+        );
+        for source in ["kept", "database"] {
+            let _ = m.batch_reads.get_or_create(&ReadLabels { source });
         }
         r.register(
             "messaging_exporter_ready",
@@ -548,8 +574,11 @@ impl Metrics {
     }
 
     /// The retry counter, for the ledger to count on.
-    pub fn db_retries(&self) -> Retries {
-        self.db_retries.clone()
+    pub fn ledger_counters(&self) -> LedgerCounters {
+        LedgerCounters {
+            retries: self.db_retries.clone(),
+            reads: self.batch_reads.clone(),
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -15,6 +15,7 @@ use crate::domain::settings::Settings;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Channel, Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
+use crate::metrics::{BatchReads, ReadLabels};
 use crate::store::batch_read::{self, KeyPhone};
 use crate::store::reservations::{self, ReservationStatus, Settlement};
 use crate::store::{batch_write, inbound, json_rows, messages, sessions, Backend};
@@ -80,6 +81,8 @@ pub(super) struct Context<'a> {
     pub settings: &'a Settings,
     /// Rows committed lately, taken instead of read on a first run (small batches).
     pub recent: Option<&'a Recent>,
+    /// Counts each batch load by where its rows came from.
+    pub reads: &'a BatchReads,
 }
 
 /// A batch applied in memory: what each request made countable, and the rows to write.
@@ -195,6 +198,7 @@ async fn load<'e>(
     let recent = cx.recent.filter(|_| !cx.lock_rows);
     let cached = recent.and_then(|r| r.take_messages(&keys, cx.now));
     let from_cache = cached.is_some();
+    let mut read_database = !from_cache;
     // On Postgres a first run reads the sessions with the messages (see [`batch_read`]).
     let (loaded, mut stored_sessions) = if let Some(messages) = cached {
         (messages, None)
@@ -255,7 +259,10 @@ async fn load<'e>(
                     .and_then(|r| r.take_sessions(&phones, cx.now));
                 match kept {
                     Some(kept) => kept,
-                    None => sessions::read_many(conn, &phones).await?,
+                    None => {
+                        read_database = true;
+                        sessions::read_many(conn, &phones).await?
+                    }
                 }
             }
         };
@@ -263,6 +270,9 @@ async fn load<'e>(
             sessions.insert(s.phone.clone(), BatchRow::new((s, version)));
         }
     }
+
+    let source = if read_database { "database" } else { "kept" };
+    cx.reads.get_or_create(&ReadLabels { source }).inc();
 
     let inbound_rows: Vec<(&InboundMessage, i64)> = events()
         .filter_map(|e| match e {

@@ -19,7 +19,7 @@ use crate::clock::SharedClock;
 use crate::domain::tally::Tally;
 use crate::domain::Outcome;
 use crate::events::Event;
-use crate::metrics::{Retries, RetryLabels};
+use crate::metrics::{LedgerCounters, RetryLabels};
 use crate::settings_cache::SettingsCache;
 use crate::store::{self, messages, Backend, Db};
 
@@ -38,7 +38,7 @@ pub(crate) struct Inner {
     settings: Arc<SettingsCache>,
     clock: SharedClock,
     grace_ms: i64,
-    retries: Retries,
+    counters: LedgerCounters,
     recent: recent::Recent,
 }
 
@@ -132,14 +132,14 @@ impl Ledger {
         grace_ms: i64,
         batch_parts: usize,
         kept_rows: usize,
-        retries: Retries,
+        counters: LedgerCounters,
     ) -> Self {
         let inner = Arc::new(Inner {
             db,
             settings,
             clock,
             grace_ms,
-            retries,
+            counters,
             recent: recent::Recent::new(kept_rows),
         });
         let queue = writer::spawn(inner.clone(), batch_parts);
@@ -233,6 +233,7 @@ impl Inner {
                 settings: &settings,
                 // A large batch's cost is in the database, not in its round trips.
                 recent: (events < writer::SPLIT_FROM_EVENTS).then_some(&self.recent),
+                reads: &self.counters.reads,
             };
             let result = if attempt == 1 && batch::reads_before_writing(requests) {
                 self.read_then_write(requests, &cx).await
@@ -248,7 +249,8 @@ impl Inner {
                     } else {
                         "conflict"
                     };
-                    self.retries.get_or_create(&RetryLabels { reason }).inc();
+                    let labels = RetryLabels { reason };
+                    self.counters.retries.get_or_create(&labels).inc();
                 }
                 other => return other,
             }

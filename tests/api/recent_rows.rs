@@ -13,6 +13,13 @@ fn retries(s: &Scrape) -> f64 {
     s.sum("messaging_exporter_db_retries_total", &[])
 }
 
+fn reads(s: &Scrape, source: &str) -> f64 {
+    s.sum(
+        "messaging_exporter_batch_reads_total",
+        &[("source", source)],
+    )
+}
+
 fn out(s: &Scrape, template: &str, status: &str) -> f64 {
     s.sum(
         "messaging_outbound_messages_total",
@@ -79,6 +86,12 @@ async fn with_no_kept_rows_replicas_sharing_messages_read_them_and_never_run_aga
     }
     let (sa, sb) = (a.scrape().await, b.scrape().await);
     assert_eq!(retries(&sa) + retries(&sb), 0.0);
+    assert_eq!(reads(&sa, "kept") + reads(&sb, "kept"), 0.0);
+    assert_eq!(
+        reads(&sa, "database") + reads(&sb, "database"),
+        6.0,
+        "every batch read its rows"
+    );
     for status in ["accepted", "sent", "delivered"] {
         assert_eq!(
             out(&sa, "promo", status) + out(&sb, "promo", status),
@@ -149,6 +162,27 @@ async fn a_row_another_replica_purged_after_this_one_kept_it_is_not_brought_back
     );
 }
 
+async fn a_status_after_its_send_hook_takes_the_kept_row(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let hook = template_hook("wamid.hooked", PHONE, "promo", "marketing", app.now_ms());
+    assert_eq!(app.post_json("/v1/events/sent", &hook).await.status(), 202);
+    let s = app.scrape().await;
+    assert_eq!(
+        reads(&s, "database"),
+        1.0,
+        "a message seen for the first time"
+    );
+    assert_eq!(reads(&s, "kept"), 0.0);
+
+    let sent = meta_status("wamid.hooked", "sent", app.now_ms() / 1000, PHONE);
+    assert_eq!(app.post_meta(&sent).await.status(), 200);
+    let s = app.scrape().await;
+    assert_eq!(reads(&s, "kept"), 1.0, "the row the hook's batch committed");
+    assert_eq!(reads(&s, "database"), 1.0);
+    assert_eq!(out(&s, "promo", "sent"), 1.0);
+}
+
 async fn a_message_the_grace_sweep_settled_is_read_again(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
@@ -206,6 +240,7 @@ async fn a_purged_message_is_not_written_back_from_a_kept_copy(backend: Backend)
 }
 
 crate::on_both_backends!(
+    a_status_after_its_send_hook_takes_the_kept_row,
     a_message_the_grace_sweep_settled_is_read_again,
     a_purged_message_is_not_written_back_from_a_kept_copy,
 );
