@@ -163,14 +163,28 @@ pub struct ReadLabels {
 }
 
 /// Batches by where their message and session rows came from: `kept` (the rows this
-/// exporter committed lately, `--kept-rows`) or `database`. Shared with the ledger.
-pub type BatchReads = Family<ReadLabels, Counter>;
+/// exporter committed lately, `--kept-rows`) or `database`.
+type BatchReads = Family<ReadLabels, Counter>;
 
-/// What the ledger counts of its own work, registered with the other metrics.
+/// What the ledger counts of its own work, registered with the other metrics. The two
+/// read counters are the family's two series, taken once: a batch adds to one without
+/// looking its labels up.
 #[derive(Clone)]
 pub struct LedgerCounters {
     pub retries: Retries,
-    pub reads: BatchReads,
+    pub reads_kept: Counter,
+    pub reads_database: Counter,
+}
+
+impl LedgerCounters {
+    /// One batch loaded its rows, from kept ones or from the database.
+    pub fn count_read(&self, kept: bool) {
+        if kept {
+            self.reads_kept.inc();
+        } else {
+            self.reads_database.inc();
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -575,9 +589,15 @@ impl Metrics {
 
     /// The retry counter, for the ledger to count on.
     pub fn ledger_counters(&self) -> LedgerCounters {
+        let reads = |source| {
+            self.batch_reads
+                .get_or_create(&ReadLabels { source })
+                .clone()
+        };
         LedgerCounters {
             retries: self.db_retries.clone(),
-            reads: self.batch_reads.clone(),
+            reads_kept: reads("kept"),
+            reads_database: reads("database"),
         }
     }
 

@@ -15,7 +15,7 @@ use crate::domain::settings::Settings;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Channel, Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
-use crate::metrics::{BatchReads, ReadLabels};
+use crate::metrics::LedgerCounters;
 use crate::store::batch_read::{self, KeyPhone};
 use crate::store::reservations::{self, ReservationStatus, Settlement};
 use crate::store::{batch_write, inbound, json_rows, messages, sessions, Backend};
@@ -82,7 +82,7 @@ pub(super) struct Context<'a> {
     /// Rows committed lately, taken instead of read on a first run (small batches).
     pub recent: Option<&'a Recent>,
     /// Counts each batch load by where its rows came from.
-    pub reads: &'a BatchReads,
+    pub counters: &'a LedgerCounters,
 }
 
 /// A batch applied in memory: what each request made countable, and the rows to write.
@@ -271,8 +271,7 @@ async fn load<'e>(
         }
     }
 
-    let source = if read_database { "database" } else { "kept" };
-    cx.reads.get_or_create(&ReadLabels { source }).inc();
+    cx.counters.count_read(!read_database);
 
     let inbound_rows: Vec<(&InboundMessage, i64)> = events()
         .filter_map(|e| match e {

@@ -233,7 +233,7 @@ impl Inner {
                 settings: &settings,
                 // A large batch's cost is in the database, not in its round trips.
                 recent: (events < writer::SPLIT_FROM_EVENTS).then_some(&self.recent),
-                reads: &self.counters.reads,
+                counters: &self.counters,
             };
             let result = if attempt == 1 && batch::reads_before_writing(requests) {
                 self.read_then_write(requests, &cx).await
