@@ -209,6 +209,19 @@ mod tests {
     }
 
     #[test]
+    fn kept_rows_past_its_range_is_refused_with_the_range() {
+        assert_eq!(parse(&["--kept-rows", "0"]).kept_rows, 0);
+        assert_eq!(parse(&["--kept-rows", "1048576"]).kept_rows, 1_048_576);
+        let err = Config::try_parse_from(["messaging-exporter", "--kept-rows", "1048577"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--kept-rows") && err.contains("1048576"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn public_address_without_api_key_refuses_to_start() {
         let err = parse(&["--listen", "0.0.0.0:9469"]).check().unwrap_err();
         assert!(err.contains("API_KEY"), "{err}");
