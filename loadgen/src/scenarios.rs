@@ -161,10 +161,24 @@ async fn timed(
 /// How often the exporter ran a batch again (lost races, deadlocks) between two scrapes:
 /// each is a whole batch read and applied twice.
 fn note_retries(f: &mut Figures, before: &Scrape, after: &Scrape) {
-    let name = "messaging_exporter_db_retries_total";
-    let retries = after.sum(name, &[]) - before.sum(name, &[]);
-    f.notes
-        .push(format!("database batches run again: {retries}"));
+    let delta = |name, labels: &[(&str, &str)]| after.sum(name, labels) - before.sum(name, labels);
+    let retries = "messaging_exporter_db_retries_total";
+    let reasons =
+        ["conflict", "presumed_new", "deadlock"].map(|r| delta(retries, &[("reason", r)]));
+    f.notes.push(format!(
+        "database batches run again: {} (conflict {}, presumed_new {}, deadlock {})",
+        delta(retries, &[]),
+        reasons[0],
+        reasons[1],
+        reasons[2]
+    ));
+    // Which batches read the database: how well the kept rows fit the traffic.
+    let reads = "messaging_exporter_batch_reads_total";
+    let sources = ["kept", "presumed_new", "database"].map(|s| delta(reads, &[("source", s)]));
+    f.notes.push(format!(
+        "batch reads by source: kept {}, presumed_new {}, database {}",
+        sources[0], sources[1], sources[2]
+    ));
 }
 
 fn check(
