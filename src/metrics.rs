@@ -154,7 +154,8 @@ pub struct RetryLabels {
 }
 
 /// Transactions run again, by why: `conflict` (a row written by someone else between
-/// its read and the write-back) or `deadlock`. Shared with the ledger, which runs them.
+/// its read and the write-back), `presumed_new` (a row taken for new unread was stored)
+/// or `deadlock`. Shared with the ledger, which runs them.
 pub type Retries = Family<RetryLabels, Counter>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -163,27 +164,43 @@ pub struct ReadLabels {
 }
 
 /// Batches by where their message and session rows came from: `kept` (the rows this
-/// exporter committed lately, `--kept-rows`) or `database`.
+/// exporter committed lately, `--kept-rows`), `presumed_new` (kept, and the rest taken
+/// for new without a read) or `database`.
 type BatchReads = Family<ReadLabels, Counter>;
 
-/// What the ledger counts of its own work, registered with the other metrics. The two
-/// read counters are the family's two series, taken once: a batch adds to one without
-/// looking its labels up.
+/// Where a batch's rows came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadSource {
+    Kept,
+    PresumedNew,
+    Database,
+}
+
+impl ReadSource {
+    const ALL: [ReadSource; 3] = [Self::Kept, Self::PresumedNew, Self::Database];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::PresumedNew => "presumed_new",
+            Self::Database => "database",
+        }
+    }
+}
+
+/// What the ledger counts of its own work, registered with the other metrics. The read
+/// counters are the family's series, taken once (in [`ReadSource::ALL`]'s order): a
+/// batch adds to one without looking its labels up.
 #[derive(Clone)]
 pub struct LedgerCounters {
     pub retries: Retries,
-    pub reads_kept: Counter,
-    pub reads_database: Counter,
+    reads: [Counter; 3],
 }
 
 impl LedgerCounters {
-    /// One batch loaded its rows, from kept ones or from the database.
-    pub fn count_read(&self, kept: bool) {
-        if kept {
-            self.reads_kept.inc();
-        } else {
-            self.reads_database.inc();
-        }
+    /// One batch loaded its rows.
+    pub fn count_read(&self, source: ReadSource) {
+        self.reads[source as usize].inc();
     }
 }
 
@@ -422,16 +439,19 @@ impl Metrics {
             "Database transactions run again after losing a race for a row or a deadlock",
             m.db_retries.clone(),
         );
-        for reason in ["conflict", "deadlock"] {
+        for reason in ["conflict", "presumed_new", "deadlock"] {
             let _ = m.db_retries.get_or_create(&RetryLabels { reason });
         }
         r.register(
             "messaging_exporter_batch_reads",
-            "Database batches by where their message and session rows came from: kept (committed lately by this exporter) or database",
+            "Database batches by where their message and session rows came from: kept (committed lately by this exporter), presumed_new (kept, the rest taken for new unread) or database",
             m.batch_reads.clone(),
         );
-        for source in ["kept", "database"] {
-            let _ = m.batch_reads.get_or_create(&ReadLabels { source });
+        for source in ReadSource::ALL {
+            let labels = ReadLabels {
+                source: source.label(),
+            };
+            let _ = m.batch_reads.get_or_create(&labels);
         }
         r.register(
             "messaging_exporter_ready",
@@ -589,15 +609,15 @@ impl Metrics {
 
     /// The retry counter, for the ledger to count on.
     pub fn ledger_counters(&self) -> LedgerCounters {
-        let reads = |source| {
-            self.batch_reads
-                .get_or_create(&ReadLabels { source })
-                .clone()
-        };
+        let reads = ReadSource::ALL.map(|source| {
+            let labels = ReadLabels {
+                source: source.label(),
+            };
+            self.batch_reads.get_or_create(&labels).clone()
+        });
         LedgerCounters {
             retries: self.db_retries.clone(),
-            reads_kept: reads("kept"),
-            reads_database: reads("database"),
+            reads,
         }
     }
 

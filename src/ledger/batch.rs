@@ -4,6 +4,7 @@
 //! A handful of statements per batch, whatever its size.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sqlx::AnyConnection;
 
@@ -15,7 +16,7 @@ use crate::domain::settings::Settings;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Channel, Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
-use crate::metrics::LedgerCounters;
+use crate::metrics::{LedgerCounters, ReadSource};
 use crate::store::batch_read::{self, KeyPhone};
 use crate::store::reservations::{self, ReservationStatus, Settlement};
 use crate::store::{batch_write, inbound, json_rows, messages, sessions, Backend};
@@ -83,6 +84,9 @@ pub(super) struct Context<'a> {
     pub recent: Option<&'a Recent>,
     /// Counts each batch load by where its rows came from.
     pub counters: &'a LedgerCounters,
+    /// Set when the batch took rows missing from `recent` for new (see
+    /// [`super::presumed_new`]): a lost race is then most likely one of those.
+    pub presumed_new: AtomicBool,
 }
 
 /// A batch applied in memory: what each request made countable, and the rows to write.
@@ -199,9 +203,10 @@ async fn load<'e>(
     let cached = recent.and_then(|r| r.take_messages(&keys, cx.now));
     let from_cache = cached.is_some();
     let mut read_database = !from_cache;
+    let mut presumed_new = cached.as_ref().map_or(0, |taken| taken.new);
     // On Postgres a first run reads the sessions with the messages (see [`batch_read`]).
     let (loaded, mut stored_sessions) = if let Some(messages) = cached {
-        (messages, None)
+        (messages.rows, None)
     } else if cx.lock_rows {
         (
             messages::lock_or_create_many(conn, &keys, cx.now).await?,
@@ -221,6 +226,7 @@ async fn load<'e>(
     let messages: Vec<BatchRow<MessageState>> = loaded.into_iter().map(BatchRow::new).collect();
 
     let mut sessions = BTreeMap::new();
+    let mut sessions_read = false;
     if tracking {
         // An outbound message touches its session once, when it is first linked: later
         // statuses leave the session row alone, so it is neither locked nor rewritten.
@@ -248,19 +254,25 @@ async fn load<'e>(
         phones.sort_unstable();
         phones.dedup();
         let loaded = match stored_sessions.as_mut() {
-            Some(stored) => phones
-                .iter()
-                .map(|p| stored.remove(*p).unwrap_or_else(|| sessions::absent(p)))
-                .collect(),
+            Some(stored) => {
+                sessions_read = true;
+                phones
+                    .iter()
+                    .map(|p| stored.remove(*p).unwrap_or_else(|| sessions::absent(p)))
+                    .collect()
+            }
             None if cx.lock_rows => sessions::lock_or_create_many(conn, &phones, cx.now).await?,
             None => {
                 let kept = recent
                     .filter(|_| from_cache)
                     .and_then(|r| r.take_sessions(&phones, cx.now));
                 match kept {
-                    Some(kept) => kept,
+                    Some(kept) => {
+                        presumed_new += kept.new;
+                        kept.rows
+                    }
                     None => {
-                        read_database = true;
+                        (read_database, sessions_read) = (true, true);
                         sessions::read_many(conn, &phones).await?
                     }
                 }
@@ -271,7 +283,20 @@ async fn load<'e>(
         }
     }
 
-    cx.counters.count_read(!read_database);
+    if let Some(recent) = recent.filter(|_| read_database) {
+        let read_messages = messages.iter().filter(|_| !from_cache);
+        let read_sessions = sessions.values().filter(|_| sessions_read);
+        recent.read_from_database(
+            read_messages.map(|r| (&r.state, r.version)),
+            read_sessions.map(|r| (&r.state, r.version)),
+        );
+    }
+    cx.presumed_new.store(presumed_new > 0, Ordering::Relaxed);
+    cx.counters.count_read(match (read_database, presumed_new) {
+        (true, _) => ReadSource::Database,
+        (false, 0) => ReadSource::Kept,
+        (false, _) => ReadSource::PresumedNew,
+    });
 
     let inbound_rows: Vec<(&InboundMessage, i64)> = events()
         .filter_map(|e| match e {

@@ -7,9 +7,11 @@
 
 mod batch;
 mod partition;
+mod presumed_new;
 mod recent;
 mod writer;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use sqlx::AnyConnection;
@@ -234,19 +236,29 @@ impl Inner {
                 // A large batch's cost is in the database, not in its round trips.
                 recent: (events < writer::SPLIT_FROM_EVENTS).then_some(&self.recent),
                 counters: &self.counters,
+                presumed_new: AtomicBool::new(false),
             };
             let result = if attempt == 1 && batch::reads_before_writing(requests) {
                 self.read_then_write(requests, &cx).await
             } else {
                 self.in_one_transaction(requests, &cx).await
             };
+            let presumed_new = cx.presumed_new.load(Ordering::Relaxed);
             match result {
+                Ok(out) if presumed_new => {
+                    self.recent.new_rows_held();
+                    return Ok(out);
+                }
                 Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => {
                     debug!(attempt, error = %e, "transaction lost a race; running it again");
-                    self.recent.lost_race(self.clock.now_ms());
                     let reason = if store::is_deadlock(&e) {
+                        self.recent.lost_race(self.clock.now_ms());
                         "deadlock"
+                    } else if presumed_new {
+                        self.recent.new_rows_refused();
+                        "presumed_new"
                     } else {
+                        self.recent.lost_race(self.clock.now_ms());
                         "conflict"
                     };
                     let labels = RetryLabels { reason };

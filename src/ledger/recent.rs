@@ -9,6 +9,9 @@
 //! meanwhile, the write is refused, nothing is counted, and the batch runs again from
 //! the database. A lost race also empties the cache and turns it off for a minute, so
 //! replicas that share messages do not pay a rerun per batch.
+//!
+//! While rows missing from here have lately proved new ([`PresumedNew`]), a batch takes
+//! them for new instead of reading them.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -19,6 +22,8 @@ use crate::domain::message::MessageState;
 use crate::domain::session::SessionState;
 use crate::domain::{Channel, Provider};
 use crate::store::{messages, sessions};
+
+use super::presumed_new::PresumedNew;
 
 /// A message whose text (ids, template, error, …) is longer is not kept, so that the
 /// cache's memory stays bounded whatever the providers send (Meta's errors are a few
@@ -39,6 +44,14 @@ struct State {
     /// `None`: nothing is kept (`--kept-rows 0`).
     capacity: Option<NonZeroUsize>,
     off_until_ms: i64,
+    presumed_new: PresumedNew,
+}
+
+/// Rows taken out for a batch, in the order asked for.
+pub(super) struct Taken<T> {
+    pub rows: Vec<T>,
+    /// How many of them were not kept and are taken for new.
+    pub new: usize,
 }
 
 impl State {
@@ -49,6 +62,7 @@ impl State {
             sessions: LruCache::new(cap),
             capacity,
             off_until_ms,
+            presumed_new: PresumedNew::default(),
         }
     }
 
@@ -70,26 +84,69 @@ impl Recent {
     }
 
     /// Takes the stored state of every key out, in the keys' order, if every one is
-    /// here (and the cache is on at `now_ms`); else takes nothing. The batch gives its
-    /// rows back once committed ([`Self::keep`]).
+    /// here or rows missing from here are taken for new (and the cache is on at
+    /// `now_ms`); else takes nothing. The batch gives its rows back once committed
+    /// ([`Self::keep`]).
     pub fn take_messages(
         &self,
         keys: &[(Provider, &str, Channel)],
         now_ms: i64,
-    ) -> Option<Vec<messages::Loaded>> {
+    ) -> Option<Taken<messages::Loaded>> {
         let mut state = self.state.lock().expect("cache lock");
-        let on = state.on_at(now_ms);
-        let keys = keys.iter().map(|(p, id, _)| (provider_slot(*p), *id));
-        take_all(on, &mut state.messages, keys)
+        let (on, new) = (state.on_at(now_ms), state.presumed_new.holds());
+        let keys = keys
+            .iter()
+            .map(|key @ (p, id, _)| (provider_slot(*p), *id, key));
+        take_all(on, new, &mut state.messages, keys, |(p, id, channel)| {
+            let state = MessageState::new(*p, (*id).to_owned(), *channel, now_ms);
+            (state, None)
+        })
     }
 
-    /// Takes the stored session of every phone out, in the phones' order, if every one
-    /// is here; else takes nothing.
-    pub fn take_sessions(&self, phones: &[&str], now_ms: i64) -> Option<Vec<sessions::Loaded>> {
+    /// Takes the stored session of every phone out, in the phones' order, as
+    /// [`Self::take_messages`] does.
+    pub fn take_sessions(&self, phones: &[&str], now_ms: i64) -> Option<Taken<sessions::Loaded>> {
         let mut state = self.state.lock().expect("cache lock");
-        let on = state.on_at(now_ms);
+        let (on, new) = (state.on_at(now_ms), state.presumed_new.holds());
         let caches = std::slice::from_mut(&mut state.sessions);
-        take_all(on, caches, phones.iter().map(|p| (0, *p)))
+        let phones = phones.iter().map(|p| (0, *p, *p));
+        take_all(on, new, caches, phones, sessions::absent)
+    }
+
+    /// A batch read these rows from the database: the ones not kept here show whether
+    /// rows missing from here are new.
+    pub fn read_from_database<'a>(
+        &self,
+        messages: impl Iterator<Item = (&'a MessageState, Option<i64>)>,
+        sessions: impl Iterator<Item = (&'a SessionState, Option<i64>)>,
+    ) {
+        let mut state = self.state.lock().expect("cache lock");
+        let (mut unknown, mut stored) = (0, 0);
+        let not_kept = messages
+            .filter(|(m, _)| !state.messages[provider_slot(m.provider)].contains(&m.message_id))
+            .map(|(_, version)| version)
+            .chain(
+                sessions
+                    .filter(|(s, _)| !state.sessions.contains(&s.phone))
+                    .map(|(_, version)| version),
+            );
+        for version in not_kept {
+            unknown += 1;
+            stored += usize::from(version.is_some());
+        }
+        state.presumed_new.read(unknown, stored);
+    }
+
+    /// A batch that took rows for new committed.
+    pub fn new_rows_held(&self) {
+        self.state.lock().expect("cache lock").presumed_new.held();
+    }
+
+    /// A batch that took rows for new lost a race. The kept rows stay: a row taken for
+    /// new is the likelier culprit, and if a kept one was, the reads that follow lose
+    /// the next race and turn keeping off ([`Self::lost_race`]).
+    pub fn new_rows_refused(&self) {
+        self.state.lock().expect("cache lock").presumed_new.failed();
     }
 
     /// Keeps rows as a batch committed them, each with the version it now has.
@@ -138,17 +195,31 @@ impl Recent {
     }
 }
 
-/// Pops every key (each with the index of its cache) if `on` and every one is there;
-/// else pops none, so a batch that must read anyway leaves the kept rows in place.
-fn take_all<'k, V>(
+/// Pops every key (each with the index of its cache, and what `new` makes a missing
+/// one of) if `on` and every one is there or `take_new`; else pops none, so a batch that
+/// must read anyway leaves the kept rows in place.
+fn take_all<'k, K, V>(
     on: bool,
+    take_new: bool,
     caches: &mut [LruCache<String, V>],
-    keys: impl Iterator<Item = (usize, &'k str)> + Clone,
-) -> Option<Vec<V>> {
-    if !on || !keys.clone().all(|(c, k)| caches[c].contains(k)) {
+    keys: impl Iterator<Item = (usize, &'k str, K)> + Clone,
+    new: impl Fn(K) -> V,
+) -> Option<Taken<V>> {
+    if !on || (!take_new && !keys.clone().all(|(c, k, _)| caches[c].contains(k))) {
         return None;
     }
-    keys.map(|(c, k)| caches[c].pop(k)).collect()
+    let mut taken = Taken {
+        rows: Vec::new(),
+        new: 0,
+    };
+    for (c, k, key) in keys {
+        let row = caches[c].pop(k).unwrap_or_else(|| {
+            taken.new += 1;
+            new(key)
+        });
+        taken.rows.push(row);
+    }
+    Some(taken)
 }
 
 /// The bytes of a message's text fields.
@@ -242,7 +313,9 @@ mod tests {
         let key = |id| (Provider::Meta, id, Channel::Whatsapp);
         assert!(recent.take_messages(&[key("a"), key("c")], 10).is_none());
         let taken = recent.take_messages(&[key("b"), key("a")], 10).unwrap();
+        assert_eq!(taken.new, 0);
         let got: Vec<_> = taken
+            .rows
             .iter()
             .map(|(m, v)| (m.message_id.as_str(), *v))
             .collect();
@@ -264,7 +337,57 @@ mod tests {
         );
         recent.keep([(m("a"), 6)].into_iter(), std::iter::empty(), 100 + 60_000);
         let taken = recent.take_messages(&[key("a")], 100 + 60_000).unwrap();
-        assert_eq!(taken[0].1, Some(6));
+        assert_eq!(taken.rows[0].1, Some(6));
+    }
+
+    #[test]
+    fn after_reads_that_found_missing_rows_new_they_are_taken_for_new_until_a_lost_race() {
+        let recent = Recent::new(CAPACITY);
+        let m = |id: &str| MessageState::new(Provider::Meta, id.into(), Channel::Whatsapp, 0);
+        let key = |id| (Provider::Meta, id, Channel::Whatsapp);
+        recent.keep([(m("kept"), 2)].into_iter(), std::iter::empty(), 0);
+        for i in 0..8 {
+            assert!(recent
+                .take_messages(&[key("kept"), key("new")], 0)
+                .is_none());
+            let read = [(m("kept"), Some(2)), (m(&format!("new.{i}")), None)];
+            let session = sessions::absent("+5511");
+            recent.read_from_database(
+                read.iter().map(|(m, v)| (m, *v)),
+                std::iter::once((&session.0, session.1)),
+            );
+        }
+        let taken = recent
+            .take_messages(&[key("kept"), key("new")], 0)
+            .expect("the missing row is taken for new");
+        assert_eq!(taken.new, 1);
+        let got: Vec<_> = taken
+            .rows
+            .iter()
+            .map(|(m, v)| (m.message_id.as_str(), *v))
+            .collect();
+        assert_eq!(got, [("kept", Some(2)), ("new", None)]);
+        let sessions = recent.take_sessions(&["+5511"], 0).unwrap();
+        assert_eq!((sessions.new, sessions.rows[0].1), (1, None));
+
+        recent.keep([(m("kept"), 3)].into_iter(), std::iter::empty(), 0);
+        recent.new_rows_refused();
+        assert!(
+            recent.take_messages(&[key("new")], 0).is_none(),
+            "read again"
+        );
+        assert!(
+            recent.take_messages(&[key("kept")], 0).is_some(),
+            "the kept rows stay"
+        );
+        for _ in 0..16 {
+            let stored = m("stored");
+            recent.read_from_database(std::iter::once((&stored, Some(0))), std::iter::empty());
+        }
+        assert!(
+            recent.take_messages(&[key("new")], 0).is_none(),
+            "a stored row missing from the kept ones is evidence against"
+        );
     }
 
     #[test]

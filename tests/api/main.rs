@@ -10,6 +10,7 @@ mod fixtures;
 mod openapi;
 mod ops;
 mod presend;
+mod presumed_new;
 mod process;
 mod queries;
 mod recent_rows;
