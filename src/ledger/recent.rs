@@ -30,6 +30,12 @@ use super::presumed_new::PresumedNew;
 /// hundred bytes).
 const MAX_TEXT_BYTES: usize = 2_048;
 
+/// Sessions kept per message kept. A session is a phone and six numbers, a tenth of a
+/// message's size, and a bot writes to the same users again over hours: with as many
+/// sessions as messages, the first status of a returning user's message found its
+/// session gone and read it (and, in doing so, kept rows from being taken for new).
+const SESSIONS_PER_MESSAGE: usize = 4;
+
 /// How long the cache stays off after a batch lost a race for a row.
 const OFF_AFTER_RACE_MS: i64 = 60_000;
 
@@ -57,9 +63,10 @@ pub(super) struct Taken<T> {
 impl State {
     fn empty(capacity: Option<NonZeroUsize>, off_until_ms: i64) -> Self {
         let cap = capacity.unwrap_or(NonZeroUsize::MIN);
+        let sessions = cap.saturating_mul(NonZeroUsize::new(SESSIONS_PER_MESSAGE).unwrap());
         Self {
             messages: [LruCache::new(cap), LruCache::new(cap)],
-            sessions: LruCache::new(cap),
+            sessions: LruCache::new(sessions),
             capacity,
             off_until_ms,
             presumed_new: PresumedNew::default(),
@@ -74,7 +81,7 @@ impl State {
 }
 
 impl Recent {
-    /// Keeps up to `capacity` messages of each provider and `capacity` sessions
+    /// Keeps up to `capacity` messages of each provider and four times as many sessions
     /// (`--kept-rows`), the least recently kept going first; none if 0. A kept message
     /// takes about 1 KiB; a message's next status comes within seconds.
     pub fn new(capacity: usize) -> Self {
@@ -298,6 +305,24 @@ mod tests {
         assert!(
             recent.take_messages(&key(n - 1), 0).is_none(),
             "taken rows are gone"
+        );
+    }
+
+    #[test]
+    fn four_sessions_are_kept_for_each_message() {
+        let recent = Recent::new(CAPACITY);
+        let n = 4 * CAPACITY + 1;
+        let phones: Vec<String> = (0..n).map(|i| format!("+55119{i:08}")).collect();
+        let session = |p: &String| (sessions::absent(p).0, 1);
+        recent.keep(std::iter::empty(), phones.iter().map(session), 0);
+        assert!(
+            recent.take_sessions(&[&phones[0]], 0).is_none(),
+            "the first went"
+        );
+        let rest: Vec<&str> = phones[1..].iter().map(String::as_str).collect();
+        assert_eq!(
+            recent.take_sessions(&rest, 0).unwrap().rows.len(),
+            4 * CAPACITY
         );
     }
 
