@@ -4,15 +4,17 @@
 //! A handful of statements per batch, whatever its size.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use sqlx::AnyConnection;
 
+use super::presumed_new::{Kinds, RowKind};
 use super::recent::Recent;
 use super::HookCounts;
 use crate::domain::message::{MessageState, Observed};
 use crate::domain::session::SessionState;
 use crate::domain::settings::Settings;
+use crate::domain::status::Status;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Channel, Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
@@ -84,9 +86,9 @@ pub(super) struct Context<'a> {
     pub recent: Option<&'a Recent>,
     /// Counts each batch load by where its rows came from.
     pub counters: &'a LedgerCounters,
-    /// Set when the batch took rows missing from `recent` for new (see
-    /// [`super::presumed_new`]): a lost race is then most likely one of those.
-    pub presumed_new: AtomicBool,
+    /// The kinds of the rows missing from `recent` the batch took for new (the bits of
+    /// [`Kinds`], see [`super::presumed_new`]): a lost race is then most likely one of those.
+    pub presumed_new: AtomicU8,
 }
 
 /// A batch applied in memory: what each request made countable, and the rows to write.
@@ -200,10 +202,14 @@ async fn load<'e>(
     keys.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
     let tracking = cx.settings.session_tracking_enabled;
     let recent = cx.recent.filter(|_| !cx.lock_rows);
-    let cached = recent.and_then(|r| r.take_messages(&keys, cx.now));
+    let kinds = match recent {
+        Some(_) => kinds_of(&keys, events()),
+        None => Vec::new(),
+    };
+    let cached = recent.and_then(|r| r.take_messages(&keys, &kinds, cx.now));
     let from_cache = cached.is_some();
     let mut read_database = !from_cache;
-    let mut presumed_new = cached.as_ref().map_or(0, |taken| taken.new);
+    let mut presumed_new = cached.as_ref().map_or(Kinds::default(), |taken| taken.new);
     // On Postgres a first run reads the sessions with the messages (see [`batch_read`]).
     let (loaded, mut stored_sessions) = if let Some(messages) = cached {
         (messages.rows, None)
@@ -268,7 +274,7 @@ async fn load<'e>(
                     .and_then(|r| r.take_sessions(&phones, cx.now));
                 match kept {
                     Some(kept) => {
-                        presumed_new += kept.new;
+                        presumed_new = Kinds(presumed_new.0 | kept.new.0);
                         kept.rows
                     }
                     None => {
@@ -284,19 +290,20 @@ async fn load<'e>(
     }
 
     if let Some(recent) = recent.filter(|_| read_database) {
-        let read_messages = messages.iter().filter(|_| !from_cache);
+        let read_messages = messages.iter().zip(&kinds).filter(|_| !from_cache);
         let read_sessions = sessions.values().filter(|_| sessions_read);
         recent.read_from_database(
-            read_messages.map(|r| (&r.state, r.version)),
+            read_messages.map(|(r, kind)| (&r.state, r.version, *kind)),
             read_sessions.map(|r| (&r.state, r.version)),
         );
     }
-    cx.presumed_new.store(presumed_new > 0, Ordering::Relaxed);
-    cx.counters.count_read(match (read_database, presumed_new) {
-        (true, _) => ReadSource::Database,
-        (false, 0) => ReadSource::Kept,
-        (false, _) => ReadSource::PresumedNew,
-    });
+    cx.presumed_new.store(presumed_new.0, Ordering::Relaxed);
+    cx.counters
+        .count_read(match (read_database, presumed_new.is_empty()) {
+            (true, _) => ReadSource::Database,
+            (false, true) => ReadSource::Kept,
+            (false, false) => ReadSource::PresumedNew,
+        });
 
     let inbound_rows: Vec<(&InboundMessage, i64)> = events()
         .filter_map(|e| match e {
@@ -317,6 +324,27 @@ async fn load<'e>(
         templates: BTreeMap::new(),
         settlements: Vec::new(),
     })
+}
+
+/// The kind of each of the batch's message keys (sorted, as [`load`] sorts them): those a
+/// send hook or a first status (`accepted`, `sent`) of the batch names open their message.
+fn kinds_of<'e>(
+    keys: &[(Provider, &str, Channel)],
+    events: impl Iterator<Item = &'e Event>,
+) -> Vec<RowKind> {
+    let mut kinds = vec![RowKind::Later; keys.len()];
+    for event in events {
+        let (provider, id) = match event {
+            Event::Sent(h) => (h.provider, h.message_id.as_str()),
+            Event::Status(s) if s.status <= Status::Sent => (s.provider, s.message_id.as_str()),
+            _ => continue,
+        };
+        let found = keys.binary_search_by(|k| (k.0.as_str(), k.1).cmp(&(provider.as_str(), id)));
+        if let Ok(i) = found {
+            kinds[i] = RowKind::Opening;
+        }
+    }
+    kinds
 }
 
 /// The batch's messages and the stored sessions it may link them to, in one statement.

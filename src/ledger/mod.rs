@@ -11,7 +11,7 @@ mod presumed_new;
 mod recent;
 mod writer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use sqlx::AnyConnection;
@@ -236,17 +236,17 @@ impl Inner {
                 // A large batch's cost is in the database, not in its round trips.
                 recent: (events < writer::SPLIT_FROM_EVENTS).then_some(&self.recent),
                 counters: &self.counters,
-                presumed_new: AtomicBool::new(false),
+                presumed_new: AtomicU8::new(0),
             };
             let result = if attempt == 1 && batch::reads_before_writing(requests) {
                 self.read_then_write(requests, &cx).await
             } else {
                 self.in_one_transaction(requests, &cx).await
             };
-            let presumed_new = cx.presumed_new.load(Ordering::Relaxed);
+            let presumed_new = presumed_new::Kinds(cx.presumed_new.load(Ordering::Relaxed));
             match result {
-                Ok(out) if presumed_new => {
-                    self.recent.new_rows_held();
+                Ok(out) if !presumed_new.is_empty() => {
+                    self.recent.new_rows_held(presumed_new);
                     return Ok(out);
                 }
                 Err(e) if attempt < MAX_ATTEMPTS && store::is_retryable(&e) => {
@@ -254,8 +254,8 @@ impl Inner {
                     let reason = if store::is_deadlock(&e) {
                         self.recent.lost_race(self.clock.now_ms());
                         "deadlock"
-                    } else if presumed_new {
-                        self.recent.new_rows_refused();
+                    } else if !presumed_new.is_empty() {
+                        self.recent.new_rows_refused(presumed_new);
                         "presumed_new"
                     } else {
                         self.recent.lost_race(self.clock.now_ms());

@@ -9,7 +9,9 @@
 //! database reads in which no row missing from the kept ones was stored. A batch that
 //! took rows for new and lost a race doubles the run needed next time (a restart, a
 //! replica sharing messages, kept rows too few for the traffic); a long enough run of
-//! batches that took rows for new and committed halves it again.
+//! batches that took rows for new and committed halves it again. Each [`RowKind`] has
+//! its own evidence: a message's send hook and `sent` status open it, while a `read`
+//! may come hours later, long after its row stopped being kept.
 
 /// Clean reads needed before rows are first taken for new.
 const FIRST_NEEDED: u32 = 8;
@@ -17,8 +19,75 @@ const FIRST_NEEDED: u32 = 8;
 /// The longest run of clean reads ever needed.
 const MOST_NEEDED: u32 = 4_096;
 
+/// Rows whose absence is judged apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RowKind {
+    /// A message the batch has a send hook or an `accepted` or `sent` status of.
+    Opening,
+    /// A message the batch has only later statuses of.
+    Later,
+    Session,
+}
+
+impl RowKind {
+    const ALL: [RowKind; 3] = [RowKind::Opening, RowKind::Later, RowKind::Session];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of [`RowKind`]s, as bits (so that it fits an atomic).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Kinds(pub u8);
+
+impl Kinds {
+    pub fn with(self, kind: RowKind) -> Self {
+        Self(self.0 | kind.bit())
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn contains(self, kind: RowKind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+}
+
+/// The evidence for each kind of row.
+#[derive(Debug, Default)]
+pub(super) struct ByKind([PresumedNew; 3]);
+
+impl ByKind {
+    pub fn holds(&self, kind: RowKind) -> bool {
+        self.0[kind as usize].holds()
+    }
+
+    pub fn read(&mut self, kind: RowKind, unknown: usize, stored: usize) {
+        self.0[kind as usize].read(unknown, stored);
+    }
+
+    /// A batch that took rows of these kinds for new committed.
+    pub fn held(&mut self, kinds: Kinds) {
+        self.each(kinds, PresumedNew::held);
+    }
+
+    /// A batch that took rows of these kinds for new lost a race: which row did is not
+    /// known, so each kind counts it.
+    pub fn failed(&mut self, kinds: Kinds) {
+        self.each(kinds, PresumedNew::failed);
+    }
+
+    fn each(&mut self, kinds: Kinds, f: fn(&mut PresumedNew)) {
+        for kind in RowKind::ALL.into_iter().filter(|k| kinds.contains(*k)) {
+            f(&mut self.0[kind as usize]);
+        }
+    }
+}
+
 #[derive(Debug)]
-pub(super) struct PresumedNew {
+struct PresumedNew {
     /// Database reads in a row that found none of the rows missing from the kept ones.
     clean_reads: u32,
     needed: u32,
@@ -117,6 +186,28 @@ mod tests {
         assert!(!p.holds(), "halved to 2×, doubled back to 4×");
         p.read(1, 0);
         assert!(p.holds());
+    }
+
+    #[test]
+    fn each_kind_of_row_has_its_own_evidence() {
+        let mut by_kind = ByKind::default();
+        for _ in 0..FIRST_NEEDED {
+            by_kind.read(RowKind::Opening, 2, 0);
+            by_kind.read(RowKind::Later, 1, 1);
+            by_kind.read(RowKind::Session, 1, 0);
+        }
+        assert!(by_kind.holds(RowKind::Opening));
+        assert!(
+            !by_kind.holds(RowKind::Later),
+            "later statuses found stored rows"
+        );
+        assert!(by_kind.holds(RowKind::Session));
+        by_kind.failed(Kinds::default().with(RowKind::Session));
+        assert!(
+            by_kind.holds(RowKind::Opening),
+            "only the kinds taken for new"
+        );
+        assert!(!by_kind.holds(RowKind::Session));
     }
 
     #[test]

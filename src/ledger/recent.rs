@@ -23,7 +23,7 @@ use crate::domain::session::SessionState;
 use crate::domain::{Channel, Provider};
 use crate::store::{messages, sessions};
 
-use super::presumed_new::PresumedNew;
+use super::presumed_new::{ByKind, Kinds, RowKind};
 
 /// A message whose text (ids, template, error, …) is longer is not kept, so that the
 /// cache's memory stays bounded whatever the providers send (Meta's errors are a few
@@ -50,14 +50,14 @@ struct State {
     /// `None`: nothing is kept (`--kept-rows 0`).
     capacity: Option<NonZeroUsize>,
     off_until_ms: i64,
-    presumed_new: PresumedNew,
+    presumed_new: ByKind,
 }
 
 /// Rows taken out for a batch, in the order asked for.
 pub(super) struct Taken<T> {
     pub rows: Vec<T>,
-    /// How many of them were not kept and are taken for new.
-    pub new: usize,
+    /// The kinds of the rows that were not kept and are taken for new.
+    pub new: Kinds,
 }
 
 impl State {
@@ -69,7 +69,7 @@ impl State {
             sessions: LruCache::new(sessions),
             capacity,
             off_until_ms,
-            presumed_new: PresumedNew::default(),
+            presumed_new: ByKind::default(),
         }
     }
 
@@ -90,21 +90,28 @@ impl Recent {
         }
     }
 
-    /// Takes the stored state of every key out, in the keys' order, if every one is
-    /// here or rows missing from here are taken for new (and the cache is on at
-    /// `now_ms`); else takes nothing. The batch gives its rows back once committed
-    /// ([`Self::keep`]).
+    /// Takes the stored state of every key (each of its [`RowKind`]) out, in the keys'
+    /// order, if every one is here or rows of its kind missing from here are taken for
+    /// new (and the cache is on at `now_ms`); else takes nothing. The batch gives its
+    /// rows back once committed ([`Self::keep`]).
     pub fn take_messages(
         &self,
         keys: &[(Provider, &str, Channel)],
+        kinds: &[RowKind],
         now_ms: i64,
     ) -> Option<Taken<messages::Loaded>> {
         let mut state = self.state.lock().expect("cache lock");
-        let (on, new) = (state.on_at(now_ms), state.presumed_new.holds());
+        let on = state.on_at(now_ms);
+        let State {
+            messages,
+            presumed_new,
+            ..
+        } = &mut *state;
         let keys = keys
             .iter()
-            .map(|key @ (p, id, _)| (provider_slot(*p), *id, key));
-        take_all(on, new, &mut state.messages, keys, |(p, id, channel)| {
+            .zip(kinds)
+            .map(|(key @ (p, id, _), kind)| (provider_slot(*p), *id, *kind, key));
+        take_all(on, presumed_new, messages, keys, |(p, id, channel)| {
             let state = MessageState::new(*p, (*id).to_owned(), *channel, now_ms);
             (state, None)
         })
@@ -114,46 +121,67 @@ impl Recent {
     /// [`Self::take_messages`] does.
     pub fn take_sessions(&self, phones: &[&str], now_ms: i64) -> Option<Taken<sessions::Loaded>> {
         let mut state = self.state.lock().expect("cache lock");
-        let (on, new) = (state.on_at(now_ms), state.presumed_new.holds());
-        let caches = std::slice::from_mut(&mut state.sessions);
-        let phones = phones.iter().map(|p| (0, *p, *p));
-        take_all(on, new, caches, phones, sessions::absent)
+        let on = state.on_at(now_ms);
+        let State {
+            sessions,
+            presumed_new,
+            ..
+        } = &mut *state;
+        let phones = phones.iter().map(|p| (0, *p, RowKind::Session, *p));
+        take_all(
+            on,
+            presumed_new,
+            std::slice::from_mut(sessions),
+            phones,
+            sessions::absent,
+        )
     }
 
     /// A batch read these rows from the database: the ones not kept here show whether
-    /// rows missing from here are new.
+    /// rows of their kind missing from here are new.
     pub fn read_from_database<'a>(
         &self,
-        messages: impl Iterator<Item = (&'a MessageState, Option<i64>)>,
+        messages: impl Iterator<Item = (&'a MessageState, Option<i64>, RowKind)>,
         sessions: impl Iterator<Item = (&'a SessionState, Option<i64>)>,
     ) {
         let mut state = self.state.lock().expect("cache lock");
-        let (mut unknown, mut stored) = (0, 0);
+        let (mut unknown, mut stored) = ([0; 3], [0; 3]);
         let not_kept = messages
-            .filter(|(m, _)| !state.messages[provider_slot(m.provider)].contains(&m.message_id))
-            .map(|(_, version)| version)
+            .filter(|(m, ..)| !state.messages[provider_slot(m.provider)].contains(&m.message_id))
+            .map(|(_, version, kind)| (version, kind))
             .chain(
                 sessions
                     .filter(|(s, _)| !state.sessions.contains(&s.phone))
-                    .map(|(_, version)| version),
+                    .map(|(_, version)| (version, RowKind::Session)),
             );
-        for version in not_kept {
-            unknown += 1;
-            stored += usize::from(version.is_some());
+        for (version, kind) in not_kept {
+            unknown[kind as usize] += 1;
+            stored[kind as usize] += usize::from(version.is_some());
         }
-        state.presumed_new.read(unknown, stored);
+        for kind in [RowKind::Opening, RowKind::Later, RowKind::Session] {
+            let k = kind as usize;
+            state.presumed_new.read(kind, unknown[k], stored[k]);
+        }
     }
 
-    /// A batch that took rows for new committed.
-    pub fn new_rows_held(&self) {
-        self.state.lock().expect("cache lock").presumed_new.held();
+    /// A batch that took rows of these kinds for new committed.
+    pub fn new_rows_held(&self, kinds: Kinds) {
+        self.state
+            .lock()
+            .expect("cache lock")
+            .presumed_new
+            .held(kinds);
     }
 
-    /// A batch that took rows for new lost a race. The kept rows stay: a row taken for
-    /// new is the likelier culprit, and if a kept one was, the reads that follow lose
-    /// the next race and turn keeping off ([`Self::lost_race`]).
-    pub fn new_rows_refused(&self) {
-        self.state.lock().expect("cache lock").presumed_new.failed();
+    /// A batch that took rows of these kinds for new lost a race. The kept rows stay: a
+    /// row taken for new is the likelier culprit, and if a kept one was, the reads that
+    /// follow lose the next race and turn keeping off ([`Self::lost_race`]).
+    pub fn new_rows_refused(&self, kinds: Kinds) {
+        self.state
+            .lock()
+            .expect("cache lock")
+            .presumed_new
+            .failed(kinds);
     }
 
     /// Keeps rows as a batch committed them, each with the version it now has.
@@ -202,26 +230,29 @@ impl Recent {
     }
 }
 
-/// Pops every key (each with the index of its cache, and what `new` makes a missing
-/// one of) if `on` and every one is there or `take_new`; else pops none, so a batch that
-/// must read anyway leaves the kept rows in place.
+/// Pops every key (each with the index of its cache, its kind, and what `new` makes a
+/// missing one of) if `on` and every one is there or of a kind `presumed_new` takes for
+/// new; else pops none, so a batch that must read anyway leaves the kept rows in place.
 fn take_all<'k, K, V>(
     on: bool,
-    take_new: bool,
+    presumed_new: &ByKind,
     caches: &mut [LruCache<String, V>],
-    keys: impl Iterator<Item = (usize, &'k str, K)> + Clone,
+    keys: impl Iterator<Item = (usize, &'k str, RowKind, K)> + Clone,
     new: impl Fn(K) -> V,
 ) -> Option<Taken<V>> {
-    if !on || (!take_new && !keys.clone().all(|(c, k, _)| caches[c].contains(k))) {
+    let found = |(c, k, kind, _): (usize, &str, RowKind, K)| {
+        caches[c].contains(k) || presumed_new.holds(kind)
+    };
+    if !on || !keys.clone().all(found) {
         return None;
     }
     let mut taken = Taken {
         rows: Vec::new(),
-        new: 0,
+        new: Kinds::default(),
     };
-    for (c, k, key) in keys {
+    for (c, k, kind, key) in keys {
         let row = caches[c].pop(k).unwrap_or_else(|| {
-            taken.new += 1;
+            taken.new = taken.new.with(kind);
             new(key)
         });
         taken.rows.push(row);
@@ -261,6 +292,15 @@ mod tests {
 
     const CAPACITY: usize = 100;
 
+    /// Takes messages as the batch of a later status of each would.
+    fn take(
+        recent: &Recent,
+        keys: &[(Provider, &str, Channel)],
+        now_ms: i64,
+    ) -> Option<Taken<messages::Loaded>> {
+        recent.take_messages(keys, &vec![RowKind::Later; keys.len()], now_ms)
+    }
+
     #[test]
     fn a_message_with_long_text_is_not_kept() {
         use crate::domain::message::MessageError;
@@ -278,9 +318,9 @@ mod tests {
         let (short, long) = (with_error("short", 500), with_error("long", MAX_TEXT_BYTES));
         recent.keep([(short, 1), (long, 1)].into_iter(), std::iter::empty(), 0);
         let key = |id| [(Provider::Meta, id, Channel::Whatsapp)];
-        assert!(recent.take_messages(&key("short"), 0).is_some());
+        assert!(take(&recent, &key("short"), 0).is_some());
         assert!(
-            recent.take_messages(&key("long"), 0).is_none(),
+            take(&recent, &key("long"), 0).is_none(),
             "read again instead"
         );
     }
@@ -297,13 +337,13 @@ mod tests {
         let ids: Vec<String> = (0..n).map(|i| format!("wamid.{i}")).collect();
         let key = |i: usize| [(Provider::Meta, ids[i].as_str(), Channel::Whatsapp)];
         assert!(
-            recent.take_messages(&key(9), 0).is_none(),
+            take(&recent, &key(9), 0).is_none(),
             "among the first ten: gone"
         );
-        assert!(recent.take_messages(&key(10), 0).is_some());
-        assert!(recent.take_messages(&key(n - 1), 0).is_some());
+        assert!(take(&recent, &key(10), 0).is_some());
+        assert!(take(&recent, &key(n - 1), 0).is_some());
         assert!(
-            recent.take_messages(&key(n - 1), 0).is_none(),
+            take(&recent, &key(n - 1), 0).is_none(),
             "taken rows are gone"
         );
     }
@@ -336,82 +376,87 @@ mod tests {
             10,
         );
         let key = |id| (Provider::Meta, id, Channel::Whatsapp);
-        assert!(recent.take_messages(&[key("a"), key("c")], 10).is_none());
-        let taken = recent.take_messages(&[key("b"), key("a")], 10).unwrap();
-        assert_eq!(taken.new, 0);
+        assert!(take(&recent, &[key("a"), key("c")], 10).is_none());
+        let taken = take(&recent, &[key("b"), key("a")], 10).unwrap();
+        assert!(taken.new.is_empty());
         let got: Vec<_> = taken
             .rows
             .iter()
             .map(|(m, v)| (m.message_id.as_str(), *v))
             .collect();
         assert_eq!(got, [("b", Some(0)), ("a", Some(3))]);
-        assert!(recent.take_messages(&[key("a")], 10).is_none());
+        assert!(take(&recent, &[key("a")], 10).is_none());
         let twilio = (Provider::Twilio, "a", Channel::Sms);
         recent.keep([(m("a"), 4)].into_iter(), std::iter::empty(), 10);
         assert!(
-            recent.take_messages(&[twilio], 10).is_none(),
+            take(&recent, &[twilio], 10).is_none(),
             "ids are per provider"
         );
 
         recent.lost_race(100);
-        assert!(recent.take_messages(&[key("a")], 100).is_none(), "emptied");
+        assert!(take(&recent, &[key("a")], 100).is_none(), "emptied");
         recent.keep([(m("a"), 5)].into_iter(), std::iter::empty(), 100 + 59_999);
         assert!(
-            recent.take_messages(&[key("a")], 100 + 60_000).is_none(),
+            take(&recent, &[key("a")], 100 + 60_000).is_none(),
             "not kept while off"
         );
         recent.keep([(m("a"), 6)].into_iter(), std::iter::empty(), 100 + 60_000);
-        let taken = recent.take_messages(&[key("a")], 100 + 60_000).unwrap();
+        let taken = take(&recent, &[key("a")], 100 + 60_000).unwrap();
         assert_eq!(taken.rows[0].1, Some(6));
     }
 
     #[test]
     fn after_reads_that_found_missing_rows_new_they_are_taken_for_new_until_a_lost_race() {
+        use RowKind::{Later, Opening};
         let recent = Recent::new(CAPACITY);
         let m = |id: &str| MessageState::new(Provider::Meta, id.into(), Channel::Whatsapp, 0);
         let key = |id| (Provider::Meta, id, Channel::Whatsapp);
+        let keys = [key("kept"), key("new")];
         recent.keep([(m("kept"), 2)].into_iter(), std::iter::empty(), 0);
         for i in 0..8 {
-            assert!(recent
-                .take_messages(&[key("kept"), key("new")], 0)
-                .is_none());
-            let read = [(m("kept"), Some(2)), (m(&format!("new.{i}")), None)];
+            assert!(recent.take_messages(&keys, &[Later, Opening], 0).is_none());
+            let read = [
+                (m("kept"), Some(2), Later),
+                (m(&format!("new.{i}")), None, Opening),
+                (m(&format!("later.{i}")), Some(1), Later),
+            ];
             let session = sessions::absent("+5511");
             recent.read_from_database(
-                read.iter().map(|(m, v)| (m, *v)),
+                read.iter().map(|(m, v, kind)| (m, *v, *kind)),
                 std::iter::once((&session.0, session.1)),
             );
         }
         let taken = recent
-            .take_messages(&[key("kept"), key("new")], 0)
+            .take_messages(&keys, &[Later, Opening], 0)
             .expect("the missing row is taken for new");
-        assert_eq!(taken.new, 1);
+        assert_eq!(taken.new, Kinds::default().with(Opening));
         let got: Vec<_> = taken
             .rows
             .iter()
             .map(|(m, v)| (m.message_id.as_str(), *v))
             .collect();
         assert_eq!(got, [("kept", Some(2)), ("new", None)]);
+        assert!(
+            recent.take_messages(&[key("late")], &[Later], 0).is_none(),
+            "later statuses found stored rows that were not kept"
+        );
         let sessions = recent.take_sessions(&["+5511"], 0).unwrap();
-        assert_eq!((sessions.new, sessions.rows[0].1), (1, None));
+        let session_kind = Kinds::default().with(RowKind::Session);
+        assert_eq!((sessions.new, sessions.rows[0].1), (session_kind, None));
 
         recent.keep([(m("kept"), 3)].into_iter(), std::iter::empty(), 0);
-        recent.new_rows_refused();
+        recent.new_rows_refused(taken.new);
         assert!(
-            recent.take_messages(&[key("new")], 0).is_none(),
+            recent.take_messages(&[key("new")], &[Opening], 0).is_none(),
             "read again"
         );
         assert!(
-            recent.take_messages(&[key("kept")], 0).is_some(),
+            recent.take_messages(&[key("kept")], &[Later], 0).is_some(),
             "the kept rows stay"
         );
-        for _ in 0..16 {
-            let stored = m("stored");
-            recent.read_from_database(std::iter::once((&stored, Some(0))), std::iter::empty());
-        }
         assert!(
-            recent.take_messages(&[key("new")], 0).is_none(),
-            "a stored row missing from the kept ones is evidence against"
+            recent.take_sessions(&["+5522"], 0).is_some(),
+            "sessions were not taken for new by the batch that lost"
         );
     }
 
@@ -421,7 +466,7 @@ mod tests {
         let m = MessageState::new(Provider::Meta, "a".into(), Channel::Whatsapp, 0);
         recent.keep([(m, 1)].into_iter(), std::iter::empty(), 0);
         let key = [(Provider::Meta, "a", Channel::Whatsapp)];
-        assert!(recent.take_messages(&key, 0).is_none());
+        assert!(take(&recent, &key, 0).is_none());
         assert!(
             recent.take_sessions(&[], 0).is_none(),
             "not even for no phones"

@@ -2,8 +2,11 @@
 //! for new without reading them. One that was stored after all (by another replica) must
 //! still be counted exactly once: the write-back refuses it and the batch runs again.
 
+use messaging_exporter::clock::ManualClock;
+
 use crate::helpers::{
-    meta_inbound, meta_status, template_hook, two_replicas, Backend, Scrape, TestApp, TestDb,
+    config_for, meta_inbound, meta_status, template_hook, two_replicas, Backend, Scrape, TestApp,
+    TestDb, T0_MS,
 };
 
 /// Clean reads a replica needs before it first takes rows for new (`presumed_new.rs`).
@@ -66,6 +69,39 @@ async fn new_messages_are_read_until_reads_keep_finding_them_new(backend: Backen
         (CLEAN_READS + 3) as f64
     );
     assert_eq!(sent(&s, "promo"), 1.0);
+}
+
+/// Statuses that come after a message's row stopped being kept (a `read` hours later)
+/// are of stored messages: their evidence is their own, so they are read while send hooks
+/// of new messages are still taken for new, and no batch runs again.
+async fn late_statuses_of_messages_no_longer_kept_are_read(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let mut config = config_for(&db.url);
+    config.kept_rows = 4;
+    let app = TestApp::spawn_with(config, ManualClock::new(T0_MS + 10_000_000)).await;
+    new_messages(&app, "warm", CLEAN_READS).await;
+    let t = app.now_ms() / 1000;
+    for i in 0..4 {
+        let phone = format!("91981234{i:04}");
+        let delivered = meta_status(&format!("wamid.warm{i}"), "delivered", t + 1, &phone);
+        assert_eq!(app.post_meta(&delivered).await.status(), 200);
+    }
+    new_messages(&app, "new", 1).await;
+    let s = app.scrape().await;
+    assert_eq!(
+        reads(&s, "database"),
+        (CLEAN_READS + 4) as f64,
+        "the first four messages were no longer kept"
+    );
+    assert_eq!(reads(&s, "presumed_new"), 1.0, "the new message's hook");
+    assert_eq!(retries(&s, "presumed_new") + retries(&s, "conflict"), 0.0);
+    assert_eq!(
+        s.sum(
+            "messaging_outbound_messages_total",
+            &[("template", "promo"), ("status", "delivered")]
+        ),
+        4.0
+    );
 }
 
 /// A message B stored reaches A, which takes it for new: the write is refused, the batch
@@ -143,4 +179,7 @@ async fn a_session_another_replica_stored_taken_for_new_keeps_its_inbound_messag
     assert_eq!(session["is_active"], true, "{session}");
 }
 
-crate::on_both_backends!(new_messages_are_read_until_reads_keep_finding_them_new);
+crate::on_both_backends!(
+    new_messages_are_read_until_reads_keep_finding_them_new,
+    late_statuses_of_messages_no_longer_kept_are_read,
+);
