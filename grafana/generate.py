@@ -535,18 +535,20 @@ def exporter():
         timeseries("Batches run again",
                    "Database batches run again per second, by reason: conflict (a row another "
                    "replica or the grace sweep wrote between the batch's read, or the kept copy "
-                   "it took, and its write-back) or deadlock. Nothing is counted twice. Replicas "
-                   "that share messages show about one conflict per replica per minute.",
+                   "it took, and its write-back), presumed_new (a row the batch took for new "
+                   "without reading it was stored) or deadlock. Nothing is counted twice. "
+                   "Replicas that share messages show about one conflict per replica per minute.",
                    [prom(f"sum by (reason) (rate(messaging_exporter_db_retries_total{{{INST}}}[$__rate_interval]))",
                          "{{reason}}")], "cps"),
-        timeseries("Batches taking kept rows",
-                   "Share of database batches whose rows were all among those their exporter "
-                   "committed lately (--kept-rows), so they skipped their read. Low under a "
-                   "bot's steady traffic: --kept-rows is small for its rate, or replicas share "
+        timeseries("Batches skipping their read",
+                   "Share of database batches that read nothing: kept (every row among those "
+                   "their exporter committed lately, --kept-rows) and presumed_new (the rest "
+                   "taken for new, while recent reads found such rows new). Low under a bot's "
+                   "steady traffic: --kept-rows is small for its rate, or replicas share "
                    "messages.",
-                   [prom(f'sum(rate(messaging_exporter_batch_reads_total{{source="kept", {INST}}}[$__rate_interval])) '
-                         f"/ sum(rate(messaging_exporter_batch_reads_total{{{INST}}}[$__rate_interval]))",
-                         "kept")], "percentunit"),
+                   [prom(f'sum by (source) (rate(messaging_exporter_batch_reads_total{{source!="database", {INST}}}[$__rate_interval])) '
+                         f"/ scalar(sum(rate(messaging_exporter_batch_reads_total{{{INST}}}[$__rate_interval])))",
+                         "{{source}}")], "percentunit"),
         row("Cardinality and pre-send"),
         timeseries("Label overflow",
                    "Values per second reported as \"other\" because the label reached "
