@@ -95,9 +95,9 @@ pub struct Config {
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
-    /// Rows this exporter committed lately that it keeps, of each provider's messages and
-    /// of sessions, so that a small batch finding all its rows there skips its read; 0
-    /// keeps none. About 1 KiB each.
+    /// Messages of each provider this exporter committed lately that it keeps (about 1 KiB
+    /// each), and four times as many sessions, so that a batch finding all its rows there
+    /// skips its read; 0 keeps none.
     #[arg(long, env = "KEPT_ROWS", default_value_t = 8_192,
           value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     pub kept_rows: u32,

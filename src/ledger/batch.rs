@@ -82,7 +82,7 @@ pub(super) struct Context<'a> {
     pub now: i64,
     pub grace_ms: i64,
     pub settings: &'a Settings,
-    /// Rows committed lately, taken instead of read on a first run (small batches).
+    /// Rows committed lately, taken instead of read on a first run.
     pub recent: Option<&'a Recent>,
     /// Counts each batch load by where its rows came from.
     pub counters: &'a LedgerCounters,

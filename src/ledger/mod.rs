@@ -223,7 +223,6 @@ impl Inner {
         &self,
         requests: &[&[Event]],
     ) -> Result<Vec<(Tally, HookCounts)>, sqlx::Error> {
-        let events: usize = requests.iter().map(|r| r.len()).sum();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -233,8 +232,7 @@ impl Inner {
                 now: self.clock.now_ms(),
                 grace_ms: self.grace_ms,
                 settings: &settings,
-                // A large batch's cost is in the database, not in its round trips.
-                recent: (events < writer::SPLIT_FROM_EVENTS).then_some(&self.recent),
+                recent: Some(&self.recent),
                 counters: &self.counters,
                 presumed_new: AtomicU8::new(0),
             };

@@ -1,5 +1,5 @@
-//! Whether a small batch takes the rows it needs and does not keep ([`super::recent`])
-//! for new ones, unread. A bot's traffic makes a row's first write a new message's first
+//! Whether a batch takes the rows it needs and does not keep ([`super::recent`]) for new
+//! ones, unread. A bot's traffic makes a row's first write a new message's first
 //! status or send hook, a row no one has stored: reading it only to find it absent is a
 //! round trip, a third of a small batch's time. A row taken for new is written back as a
 //! row read as absent, so one that was stored after all is refused and the batch runs

@@ -1,6 +1,7 @@
-//! The rows this exporter committed lately, as committed. A small batch whose messages
-//! (and the sessions they need) are all here takes them instead of reading them, and so
-//! pays one round trip, its write-back (which is its commit), instead of two. A bot's
+//! The rows this exporter committed lately, as committed. A batch whose messages (and
+//! the sessions they need) are all here takes them instead of reading them: a small one
+//! pays one round trip, its write-back (which is its commit), instead of two, and a large
+//! one spares the database its read (a third of its work on batched webhooks). A bot's
 //! statuses follow their send hook and each other within seconds, so most of its
 //! batches find their rows here.
 //!
