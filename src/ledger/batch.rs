@@ -274,7 +274,7 @@ async fn load<'e>(
                     .and_then(|r| r.take_sessions(&phones, cx.now));
                 match kept {
                     Some(kept) => {
-                        presumed_new = Kinds(presumed_new.0 | kept.new.0);
+                        presumed_new = presumed_new.union(kept.new);
                         kept.rows
                     }
                     None => {

@@ -46,6 +46,10 @@ impl Kinds {
         Self(self.0 | kind.bit())
     }
 
+    pub fn union(self, other: Kinds) -> Self {
+        Self(self.0 | other.0)
+    }
+
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -64,8 +68,18 @@ impl ByKind {
         self.0[kind as usize].holds()
     }
 
-    pub fn read(&mut self, kind: RowKind, unknown: usize, stored: usize) {
-        self.0[kind as usize].read(unknown, stored);
+    /// A batch read these rows that were not kept, each of its kind and whether it was
+    /// stored.
+    pub fn read(&mut self, rows: impl Iterator<Item = (RowKind, bool)>) {
+        let (mut unknown, mut stored) = ([0; 3], [0; 3]);
+        for (kind, was_stored) in rows {
+            unknown[kind as usize] += 1;
+            stored[kind as usize] += usize::from(was_stored);
+        }
+        for kind in RowKind::ALL {
+            let k = kind as usize;
+            self.0[k].read(unknown[k], stored[k]);
+        }
     }
 
     /// A batch that took rows of these kinds for new committed.
@@ -191,10 +205,14 @@ mod tests {
     #[test]
     fn each_kind_of_row_has_its_own_evidence() {
         let mut by_kind = ByKind::default();
+        let rows = [
+            (RowKind::Opening, false),
+            (RowKind::Opening, false),
+            (RowKind::Later, true),
+            (RowKind::Session, false),
+        ];
         for _ in 0..FIRST_NEEDED {
-            by_kind.read(RowKind::Opening, 2, 0);
-            by_kind.read(RowKind::Later, 1, 1);
-            by_kind.read(RowKind::Session, 1, 0);
+            by_kind.read(rows.into_iter());
         }
         assert!(by_kind.holds(RowKind::Opening));
         assert!(

@@ -146,23 +146,21 @@ impl Recent {
         sessions: impl Iterator<Item = (&'a SessionState, Option<i64>)>,
     ) {
         let mut state = self.state.lock().expect("cache lock");
-        let (mut unknown, mut stored) = ([0; 3], [0; 3]);
+        let State {
+            messages: kept_messages,
+            sessions: kept_sessions,
+            presumed_new,
+            ..
+        } = &mut *state;
         let not_kept = messages
-            .filter(|(m, ..)| !state.messages[provider_slot(m.provider)].contains(&m.message_id))
-            .map(|(_, version, kind)| (version, kind))
+            .filter(|(m, ..)| !kept_messages[provider_slot(m.provider)].contains(&m.message_id))
+            .map(|(_, version, kind)| (kind, version.is_some()))
             .chain(
                 sessions
-                    .filter(|(s, _)| !state.sessions.contains(&s.phone))
-                    .map(|(_, version)| (version, RowKind::Session)),
+                    .filter(|(s, _)| !kept_sessions.contains(&s.phone))
+                    .map(|(_, version)| (RowKind::Session, version.is_some())),
             );
-        for (version, kind) in not_kept {
-            unknown[kind as usize] += 1;
-            stored[kind as usize] += usize::from(version.is_some());
-        }
-        for kind in [RowKind::Opening, RowKind::Later, RowKind::Session] {
-            let k = kind as usize;
-            state.presumed_new.read(kind, unknown[k], stored[k]);
-        }
+        presumed_new.read(not_kept);
     }
 
     /// A batch that took rows of these kinds for new committed.
@@ -248,7 +246,7 @@ fn take_all<'k, K, V>(
         return None;
     }
     let mut taken = Taken {
-        rows: Vec::new(),
+        rows: Vec::with_capacity(keys.size_hint().0),
         new: Kinds::default(),
     };
     for (c, k, kind, key) in keys {
