@@ -423,12 +423,23 @@ pub fn fixture(path: &str) -> Vec<u8> {
 
 /// A Meta status webhook for one message.
 pub fn meta_status(id: &str, status: &str, ts_secs: i64, phone: &str) -> Vec<u8> {
+    meta_statuses(&[(id, status, ts_secs, phone)])
+}
+
+/// A Meta status webhook with one status per `(id, status, timestamp, phone)`.
+pub fn meta_statuses(statuses: &[(&str, &str, i64, &str)]) -> Vec<u8> {
+    let statuses: Vec<serde_json::Value> = statuses
+        .iter()
+        .map(|(id, status, ts_secs, phone)| {
+            serde_json::json!({"id": id, "status": status, "timestamp": ts_secs.to_string(), "recipient_id": phone})
+        })
+        .collect();
     serde_json::to_vec(&serde_json::json!({
         "object": "whatsapp_business_account",
         "entry": [{"id": "104455667788990", "changes": [{"field": "messages", "value": {
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "15550100123", "phone_number_id": "110200340050060"},
-            "statuses": [{"id": id, "status": status, "timestamp": ts_secs.to_string(), "recipient_id": phone}]
+            "statuses": statuses
         }}]}]
     }))
     .unwrap()

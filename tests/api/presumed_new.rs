@@ -5,8 +5,8 @@
 use messaging_exporter::clock::ManualClock;
 
 use crate::helpers::{
-    config_for, meta_inbound, meta_status, template_hook, two_replicas, Backend, Scrape, TestApp,
-    TestDb, T0_MS,
+    config_for, meta_inbound, meta_status, meta_statuses, template_hook, two_replicas, Backend,
+    Scrape, TestApp, TestDb, T0_MS,
 };
 
 /// Clean reads a replica needs before it first takes rows for new (`presumed_new.rs`).
@@ -129,21 +129,14 @@ async fn a_large_batch_takes_the_rows_the_one_before_kept(backend: Backend) {
     assert_eq!(reads(&before, "kept") + reads(&before, "presumed_new"), 0.0);
 
     let t = app.now_ms() / 1000;
-    let statuses: Vec<serde_json::Value> = (0..n)
-        .map(|i| {
-            serde_json::json!({"id": format!("wamid.big{i}"), "status": "sent",
-                "timestamp": t.to_string(), "recipient_id": phone(i)})
-        })
+    let ids: Vec<(String, String)> = (0..n)
+        .map(|i| (format!("wamid.big{i}"), phone(i)))
         .collect();
-    let body = serde_json::to_vec(&serde_json::json!({
-        "object": "whatsapp_business_account",
-        "entry": [{"id": "104455667788990", "changes": [{"field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15550100123", "phone_number_id": "110200340050060"},
-            "statuses": statuses
-        }}]}]
-    }))
-    .unwrap();
+    let statuses: Vec<(&str, &str, i64, &str)> = ids
+        .iter()
+        .map(|(id, phone)| (id.as_str(), "sent", t, phone.as_str()))
+        .collect();
+    let body = meta_statuses(&statuses);
     assert_eq!(app.post_meta(&body).await.status(), 200);
     let s = app.scrape().await;
     assert_eq!(
