@@ -14,6 +14,7 @@
 //! While rows missing from here have lately proved new ([`PresumedNew`]), a batch takes
 //! them for new instead of reading them.
 
+use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
@@ -46,8 +47,8 @@ pub(super) struct Recent {
 
 struct State {
     /// By provider ([`provider_slot`]), then message id.
-    messages: [LruCache<String, messages::Loaded>; 2],
-    sessions: LruCache<String, sessions::Loaded>,
+    messages: [Kept<messages::Loaded>; 2],
+    sessions: Kept<sessions::Loaded>,
     /// `None`: nothing is kept (`--kept-rows 0`).
     capacity: Option<NonZeroUsize>,
     off_until_ms: i64,
@@ -66,8 +67,8 @@ impl State {
         let cap = capacity.unwrap_or(NonZeroUsize::MIN);
         let sessions = cap.saturating_mul(NonZeroUsize::new(SESSIONS_PER_MESSAGE).unwrap());
         Self {
-            messages: [LruCache::new(cap), LruCache::new(cap)],
-            sessions: LruCache::new(sessions),
+            messages: [Kept::new(cap), Kept::new(cap)],
+            sessions: Kept::new(sessions),
             capacity,
             off_until_ms,
             presumed_new: ByKind::default(),
@@ -196,10 +197,10 @@ impl Recent {
         }
         for (m, version) in messages.filter(|(m, _)| text_bytes(m) <= MAX_TEXT_BYTES) {
             let slot = provider_slot(m.provider);
-            state.messages[slot].put(m.message_id.clone(), (m, Some(version)));
+            state.messages[slot].put((m, Some(version)));
         }
         for (s, version) in sessions {
-            state.sessions.put(s.phone.clone(), (s, Some(version)));
+            state.sessions.put((s, Some(version)));
         }
     }
 
@@ -229,13 +230,76 @@ impl Recent {
     }
 }
 
+/// A row that carries its own key (a message id, a phone).
+trait KeyedRow {
+    fn key(&self) -> &str;
+}
+
+impl KeyedRow for messages::Loaded {
+    fn key(&self) -> &str {
+        &self.0.message_id
+    }
+}
+
+impl KeyedRow for sessions::Loaded {
+    fn key(&self) -> &str {
+        &self.0.phone
+    }
+}
+
+/// Kept rows by a hash of their key, the least recently kept going first. The row holds
+/// its key already: a second copy as the cache's key was a quarter of a kept session's
+/// memory. Two keys of one hash are told apart by the key in the row; the later one
+/// put evicts the other, which is then read again, as any row not kept.
+struct Kept<V, S = RandomState> {
+    rows: LruCache<u64, V>,
+    hasher: S,
+}
+
+impl<V: KeyedRow> Kept<V> {
+    fn new(capacity: NonZeroUsize) -> Self {
+        Self::with_hasher(capacity, RandomState::new())
+    }
+}
+
+impl<V: KeyedRow, S: BuildHasher> Kept<V, S> {
+    fn with_hasher(capacity: NonZeroUsize, hasher: S) -> Self {
+        Self {
+            rows: LruCache::new(capacity),
+            hasher,
+        }
+    }
+
+    fn slot(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.rows
+            .peek(&self.slot(key))
+            .is_some_and(|row| row.key() == key)
+    }
+
+    fn pop(&mut self, key: &str) -> Option<V> {
+        if !self.contains(key) {
+            return None;
+        }
+        self.rows.pop(&self.slot(key))
+    }
+
+    fn put(&mut self, row: V) {
+        let slot = self.slot(row.key());
+        self.rows.put(slot, row);
+    }
+}
+
 /// Pops every key (each with the index of its cache, its kind, and what `new` makes a
 /// missing one of) if `on` and every one is there or of a kind `presumed_new` takes for
 /// new; else pops none, so a batch that must read anyway leaves the kept rows in place.
-fn take_all<'k, K, V>(
+fn take_all<'k, K, V: KeyedRow>(
     on: bool,
     presumed_new: &ByKind,
-    caches: &mut [LruCache<String, V>],
+    caches: &mut [Kept<V>],
     keys: impl Iterator<Item = (usize, &'k str, RowKind, K)> + Clone,
     new: impl Fn(K) -> V,
 ) -> Option<Taken<V>> {
@@ -363,6 +427,40 @@ mod tests {
             recent.take_sessions(&rest, 0).unwrap().rows.len(),
             4 * CAPACITY
         );
+    }
+
+    /// Every key hashes alike.
+    #[derive(Default)]
+    struct OneHash;
+
+    impl std::hash::Hasher for OneHash {
+        fn finish(&self) -> u64 {
+            7
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    #[test]
+    fn keys_of_one_hash_are_told_apart_and_the_later_one_kept() {
+        let hasher = std::hash::BuildHasherDefault::<OneHash>::default();
+        let mut kept = Kept::with_hasher(NonZeroUsize::new(CAPACITY).unwrap(), hasher);
+        kept.put(sessions::absent("+5511900000001"));
+        assert!(kept.contains("+5511900000001"));
+        kept.put(sessions::absent("+5511900000002"));
+        assert!(
+            !kept.contains("+5511900000001"),
+            "the later key evicts the earlier"
+        );
+        assert_eq!(kept.pop("+5511900000001"), None);
+        assert!(
+            kept.contains("+5511900000002"),
+            "a pop of another key leaves it"
+        );
+        assert_eq!(
+            kept.pop("+5511900000002").map(|(s, _)| s.phone),
+            Some("+5511900000002".to_owned())
+        );
+        assert!(!kept.contains("+5511900000002"));
     }
 
     #[test]
