@@ -286,16 +286,19 @@ impl<V: KeyedRow, S: BuildHasher> Kept<V, S> {
     }
 
     fn contains(&self, key: &str) -> bool {
-        self.rows
-            .peek(&self.slot(key))
-            .is_some_and(|row| row.key() == key)
+        self.holds(self.slot(key), key)
     }
 
     fn pop(&mut self, key: &str) -> Option<V> {
-        if !self.contains(key) {
-            return None;
-        }
-        self.rows.pop(&self.slot(key))
+        let slot = self.slot(key);
+        self.holds(slot, key)
+            .then(|| self.rows.pop(&slot))
+            .flatten()
+    }
+
+    /// Whether the row at `slot` is `key`'s, not another key's of the same hash.
+    fn holds(&self, slot: u64, key: &str) -> bool {
+        self.rows.peek(&slot).is_some_and(|row| row.key() == key)
     }
 
     fn put(&mut self, row: V) {
