@@ -427,11 +427,11 @@ pub fn meta_status(id: &str, status: &str, ts_secs: i64, phone: &str) -> Vec<u8>
 }
 
 /// A Meta status webhook with one status per `(id, status, timestamp, phone)`.
-pub fn meta_statuses(statuses: &[(&str, &str, i64, &str)]) -> Vec<u8> {
+pub fn meta_statuses<S: AsRef<str>>(statuses: &[(S, &str, i64, S)]) -> Vec<u8> {
     let statuses: Vec<serde_json::Value> = statuses
         .iter()
         .map(|(id, status, ts_secs, phone)| {
-            serde_json::json!({"id": id, "status": status, "timestamp": ts_secs.to_string(), "recipient_id": phone})
+            serde_json::json!({"id": id.as_ref(), "status": status, "timestamp": ts_secs.to_string(), "recipient_id": phone.as_ref()})
         })
         .collect();
     serde_json::to_vec(&serde_json::json!({

@@ -129,12 +129,8 @@ async fn a_large_batch_takes_the_rows_the_one_before_kept(backend: Backend) {
     assert_eq!(reads(&before, "kept") + reads(&before, "presumed_new"), 0.0);
 
     let t = app.now_ms() / 1000;
-    let ids: Vec<(String, String)> = (0..n)
-        .map(|i| (format!("wamid.big{i}"), phone(i)))
-        .collect();
-    let statuses: Vec<(&str, &str, i64, &str)> = ids
-        .iter()
-        .map(|(id, phone)| (id.as_str(), "sent", t, phone.as_str()))
+    let statuses: Vec<(String, &str, i64, String)> = (0..n)
+        .map(|i| (format!("wamid.big{i}"), "sent", t, phone(i)))
         .collect();
     let body = meta_statuses(&statuses);
     assert_eq!(app.post_meta(&body).await.status(), 200);
