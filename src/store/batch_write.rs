@@ -12,6 +12,7 @@
 use sqlx::AnyConnection;
 
 use super::json_rows::{self, Statement};
+use super::pg_records;
 use super::{messages, sessions, Backend};
 use crate::domain::message::MessageState;
 use crate::domain::session::SessionState;
@@ -43,8 +44,14 @@ pub async fn write_at_once(
     let session_rows = sessions::stored_rows(sessions, now_ms);
     WRITE_ALL
         .query(Backend::Postgres)
-        .bind(json_rows::encode(&message_rows))
-        .bind(json_rows::encode(&session_rows))
+        .bind(pg_records::encode(
+            &message_rows,
+            &messages::stored_columns(),
+        ))
+        .bind(pg_records::encode(
+            &session_rows,
+            &sessions::stored_columns(),
+        ))
         .bind(message_rows.len() as i64)
         .bind(session_rows.len() as i64)
         .execute(conn)

@@ -413,7 +413,7 @@ fn is_no_cost(cost: &f64) -> bool {
 /// [`StoredRow`]'s fields beyond [`COLUMNS`].
 const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
 
-fn stored_columns() -> Vec<&'static str> {
+pub(super) fn stored_columns() -> Vec<&'static str> {
     COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
 }
 
@@ -453,7 +453,7 @@ pub async fn save_many(
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     let rows = stored_rows(messages, now_ms);
-    json_rows::write_back(conn, "outbound_messages", &WRITE, &rows).await
+    json_rows::write_back(conn, "outbound_messages", &WRITE, &rows, &stored_columns()).await
 }
 
 fn non_empty(s: String) -> Option<String> {

@@ -7,6 +7,7 @@ pub mod batch_write;
 pub mod inbound;
 pub mod json_rows;
 pub mod messages;
+pub mod pg_records;
 pub mod queries;
 pub mod reservations;
 pub mod sessions;
@@ -178,7 +179,35 @@ impl Db {
             self.create_conflict_function()
                 .await
                 .context("creating the function batch writes raise conflicts with")?;
+            for (table, columns) in [
+                ("outbound_messages", messages::stored_columns()),
+                ("sessions", sessions::stored_columns()),
+            ] {
+                self.check_record_columns(table, &columns).await?;
+            }
         }
+        Ok(())
+    }
+
+    /// The write-backs send their rows as records of the table's own row type
+    /// ([`pg_records`]): their fields must be the table's columns, in its order.
+    async fn check_record_columns(&self, table: &str, columns: &[&str]) -> anyhow::Result<()> {
+        let stored: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_attribute \
+             WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .with_context(|| format!("reading the columns of {table}"))?;
+        anyhow::ensure!(
+            stored
+                .iter()
+                .map(String::as_str)
+                .eq(columns.iter().copied()),
+            "table {table} has the columns {stored:?}, where this build writes {columns:?}: \
+             was it altered by hand?"
+        );
         Ok(())
     }
 

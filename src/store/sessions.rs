@@ -57,7 +57,7 @@ impl<'a> StoredRow<'a> {
 /// [`StoredRow`]'s fields beyond [`COLUMNS`].
 const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
 
-fn stored_columns() -> Vec<&'static str> {
+pub(super) fn stored_columns() -> Vec<&'static str> {
     COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
 }
 
@@ -163,7 +163,7 @@ pub async fn save_many(
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     let rows = stored_rows(sessions, now_ms);
-    json_rows::write_back(conn, "sessions", &WRITE, &rows).await
+    json_rows::write_back(conn, "sessions", &WRITE, &rows, &stored_columns()).await
 }
 
 fn from_row(r: &AnyRow) -> Result<Loaded, sqlx::Error> {

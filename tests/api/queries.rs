@@ -298,7 +298,7 @@ async fn overview_totals_and_rates(backend: Backend) {
 async fn stored_text_comes_back_as_sent(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
-    let title = "say \"hi\" \\ C:\\tmp, ünï 🎉\n{\"code\": 1, \"title\": [\"x\"]}";
+    let title = "say \"hi\" \\ C:\\tmp, ünï 🎉\n{\"code\": 1, \"title\": [\"x\"]} (a,b) NULL ''\t";
     let mut failed = template_hook("m.text", B, "rémïnder \"q\"", "utility", T0_MS);
     failed["error"] = json!({"code": 131026, "title": title});
     hook(&app, failed).await;
