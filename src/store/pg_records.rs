@@ -21,6 +21,7 @@ pub fn encode<T: Serialize>(rows: &[T], columns: &[&str]) -> String {
         fields: Vec::with_capacity(columns.len()),
         text: String::new(),
         next: 0,
+        in_row: false,
     };
     out.push('{');
     for (i, r) in rows.iter().enumerate() {
@@ -55,9 +56,19 @@ struct RowWriter<'c> {
     text: String,
     /// Where the next field's column is looked for first: fields come in column order.
     next: usize,
+    in_row: bool,
 }
 
 impl RowWriter<'_> {
+    /// A scalar is a field of a row, never a row.
+    fn field(&self) -> Result<(), Error> {
+        if self.in_row {
+            Ok(())
+        } else {
+            unsupported("a row that is not a struct")
+        }
+    }
+
     fn column(&mut self, name: &str) -> Result<usize, Error> {
         let at = if self.columns.get(self.next) == Some(&name) {
             self.next
@@ -86,16 +97,9 @@ impl RowWriter<'_> {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct Error(String);
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl ser::Error for Error {
     fn custom<M: std::fmt::Display>(msg: M) -> Self {
@@ -104,9 +108,11 @@ impl ser::Error for Error {
 }
 
 fn unsupported<T>(what: &str) -> Result<T, Error> {
-    Err(Error(format!("{what} is not a row field")))
+    Err(Error(format!("{what} cannot go in a record")))
 }
 
+/// One serializer for a row and its fields: a row is a struct (`in_row` while its fields
+/// are written), a field a string, an integer or a finite float.
 impl<'a, 'c> ser::Serializer for &'a mut RowWriter<'c> {
     type Ok = ();
     type Error = Error;
@@ -119,188 +125,42 @@ impl<'a, 'c> ser::Serializer for &'a mut RowWriter<'c> {
     type SerializeStructVariant = Impossible<(), Error>;
 
     fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Error> {
+        if self.in_row {
+            return unsupported("a nested struct");
+        }
+        self.in_row = true;
         Ok(self)
     }
-    fn serialize_bool(self, _: bool) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_i8(self, _: i8) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_i16(self, _: i16) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_i32(self, _: i32) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_i64(self, _: i64) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_u8(self, _: u8) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_u16(self, _: u16) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_u32(self, _: u32) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_u64(self, _: u64) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_f32(self, _: f32) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_f64(self, _: f64) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_char(self, _: char) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_str(self, _: &str) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_bytes(self, _: &[u8]) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_none(self) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_unit(self) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), Error> {
-        unsupported("a row")
-    }
-    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
-        unsupported("a row")
-    }
-    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
-        unsupported("a row")
-    }
-    fn serialize_tuple_struct(
-        self,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleStruct, Error> {
-        unsupported("a row")
-    }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeTupleVariant, Error> {
-        unsupported("a row")
-    }
-    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
-        unsupported("a row")
-    }
-    fn serialize_struct_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: usize,
-    ) -> Result<Self::SerializeStructVariant, Error> {
-        unsupported("a row")
-    }
-}
-
-impl ser::SerializeStruct for &mut RowWriter<'_> {
-    type Ok = ();
-    type Error = Error;
-
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        let column = self.column(name)?;
-        let start = self.text.len();
-        value.serialize(FieldWriter(self))?;
-        self.fields[column] = Some((start, self.text.len()));
-        Ok(())
-    }
-
-    fn skip_field(&mut self, _: &'static str) -> Result<(), Error> {
-        Ok(())
-    }
-
-    fn end(self) -> Result<(), Error> {
-        Ok(())
-    }
-}
-
-/// One field's value: a string, an integer or a finite float.
-struct FieldWriter<'w, 'c>(&'w mut RowWriter<'c>);
-
-impl ser::Serializer for FieldWriter<'_, '_> {
-    type Ok = ();
-    type Error = Error;
-    type SerializeStruct = Impossible<(), Error>;
-    type SerializeSeq = Impossible<(), Error>;
-    type SerializeTuple = Impossible<(), Error>;
-    type SerializeTupleStruct = Impossible<(), Error>;
-    type SerializeTupleVariant = Impossible<(), Error>;
-    type SerializeMap = Impossible<(), Error>;
-    type SerializeStructVariant = Impossible<(), Error>;
-
     fn serialize_str(self, s: &str) -> Result<(), Error> {
-        self.0.push_str(s);
+        self.field()?;
+        self.push_str(s);
         Ok(())
     }
     fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        write!(self.0.text, "{v}").expect("writing to a String");
+        self.field()?;
+        write!(self.text, "{v}").expect("writing to a String");
         Ok(())
     }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.serialize_i64(v.into())
-    }
     fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        write!(self.0.text, "{v}").expect("writing to a String");
+        self.field()?;
+        write!(self.text, "{v}").expect("writing to a String");
         Ok(())
     }
     fn serialize_f64(self, v: f64) -> Result<(), Error> {
+        self.field()?;
         if !v.is_finite() {
             return unsupported("a float that is not finite");
         }
-        write!(self.0.text, "{v}").expect("writing to a String");
+        write!(self.text, "{v}").expect("writing to a String");
         Ok(())
-    }
-    fn serialize_bool(self, _: bool) -> Result<(), Error> {
-        unsupported("a bool")
     }
     fn serialize_i8(self, v: i8) -> Result<(), Error> {
         self.serialize_i64(v.into())
     }
     fn serialize_i16(self, v: i16) -> Result<(), Error> {
+        self.serialize_i64(v.into())
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), Error> {
         self.serialize_i64(v.into())
     }
     fn serialize_u8(self, v: u8) -> Result<(), Error> {
@@ -309,8 +169,21 @@ impl ser::Serializer for FieldWriter<'_, '_> {
     fn serialize_u16(self, v: u16) -> Result<(), Error> {
         self.serialize_i64(v.into())
     }
+    fn serialize_u32(self, v: u32) -> Result<(), Error> {
+        self.serialize_i64(v.into())
+    }
     fn serialize_f32(self, v: f32) -> Result<(), Error> {
         self.serialize_f64(v.into())
+    }
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+    fn serialize_bool(self, _: bool) -> Result<(), Error> {
+        unsupported("a bool")
     }
     fn serialize_char(self, _: char) -> Result<(), Error> {
         unsupported("a char")
@@ -328,17 +201,10 @@ impl ser::Serializer for FieldWriter<'_, '_> {
         unsupported("a unit")
     }
     fn serialize_unit_struct(self, _: &'static str) -> Result<(), Error> {
-        unsupported("a unit struct")
+        unsupported("a unit")
     }
     fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Error> {
         unsupported("an enum")
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Error> {
-        value.serialize(self)
     }
     fn serialize_newtype_variant<T: ?Sized + Serialize>(
         self,
@@ -374,9 +240,6 @@ impl ser::Serializer for FieldWriter<'_, '_> {
     fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
         unsupported("a map")
     }
-    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Error> {
-        unsupported("a nested struct")
-    }
     fn serialize_struct_variant(
         self,
         _: &'static str,
@@ -385,6 +248,32 @@ impl ser::Serializer for FieldWriter<'_, '_> {
         _: usize,
     ) -> Result<Self::SerializeStructVariant, Error> {
         unsupported("an enum")
+    }
+}
+
+impl ser::SerializeStruct for &mut RowWriter<'_> {
+    type Ok = ();
+    type Error = Error;
+
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        let column = self.column(name)?;
+        let start = self.text.len();
+        value.serialize(&mut **self)?;
+        self.fields[column] = Some((start, self.text.len()));
+        Ok(())
+    }
+
+    fn skip_field(&mut self, _: &'static str) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn end(self) -> Result<(), Error> {
+        self.in_row = false;
+        Ok(())
     }
 }
 
