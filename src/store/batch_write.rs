@@ -44,14 +44,8 @@ pub async fn write_at_once(
     let session_rows = sessions::stored_rows(sessions, now_ms);
     WRITE_ALL
         .query(Backend::Postgres)
-        .bind(pg_records::encode(
-            &message_rows,
-            &messages::stored_columns(),
-        ))
-        .bind(pg_records::encode(
-            &session_rows,
-            &sessions::stored_columns(),
-        ))
+        .bind(pg_records::encode(&message_rows, &messages::STORED_COLUMNS))
+        .bind(pg_records::encode(&session_rows, &sessions::STORED_COLUMNS))
         .bind(message_rows.len() as i64)
         .bind(session_rows.len() as i64)
         .execute(conn)

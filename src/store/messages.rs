@@ -413,9 +413,9 @@ fn is_no_cost(cost: &f64) -> bool {
 /// [`StoredRow`]'s fields beyond [`COLUMNS`].
 const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
 
-pub(super) fn stored_columns() -> Vec<&'static str> {
-    COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
-}
+/// Every column a [`StoredRow`] names, in the table's order (checked at start).
+pub(super) static STORED_COLUMNS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| COLUMNS.iter().chain(&BOOKKEEPING).copied().collect());
 
 /// The write-back of [`StoredRow`]s bound as `$param`.
 pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
@@ -424,7 +424,7 @@ pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
         key: &["provider", "message_id"],
         keep: &["first_seen_ms"],
         defaults: &DEFAULTS,
-        columns: &stored_columns(),
+        columns: &STORED_COLUMNS,
     }
     .sql(backend, param)
 }
@@ -453,7 +453,7 @@ pub async fn save_many(
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     let rows = stored_rows(messages, now_ms);
-    json_rows::write_back(conn, "outbound_messages", &WRITE, &rows, &stored_columns()).await
+    json_rows::write_back(conn, "outbound_messages", &WRITE, &rows, &STORED_COLUMNS).await
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -530,7 +530,7 @@ fn from_row(r: &AnyRow) -> Result<MessageState, sqlx::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::{stored_columns, StoredRow, DEFAULTS};
+    use super::{StoredRow, DEFAULTS, STORED_COLUMNS};
     use crate::domain::message::MessageState;
     use crate::domain::{Channel, Provider};
     use crate::store::json_rows::{field_names, sorted};
@@ -538,7 +538,7 @@ mod tests {
     #[test]
     fn a_stored_row_names_the_columns_the_statements_write_leaving_out_defaults() {
         let m = MessageState::new(Provider::Meta, "wamid.x".into(), Channel::Whatsapp, 1);
-        let all = stored_columns();
+        let all = &*STORED_COLUMNS;
         let defaulted: Vec<&str> = DEFAULTS.iter().map(|(c, _)| *c).collect();
         assert!(defaulted.iter().all(|c| all.contains(c)), "{defaulted:?}");
         let rest: Vec<&str> = all
@@ -583,6 +583,6 @@ mod tests {
             version: 1,
             ..StoredRow::new(&m, 0, 1)
         };
-        assert_eq!(field_names(&full), sorted(&all));
+        assert_eq!(field_names(&full), sorted(all));
     }
 }

@@ -180,10 +180,10 @@ impl Db {
                 .await
                 .context("creating the function batch writes raise conflicts with")?;
             for (table, columns) in [
-                ("outbound_messages", messages::stored_columns()),
-                ("sessions", sessions::stored_columns()),
+                ("outbound_messages", &*messages::STORED_COLUMNS),
+                ("sessions", &*sessions::STORED_COLUMNS),
             ] {
-                self.check_record_columns(table, &columns).await?;
+                self.check_record_columns(table, columns).await?;
             }
         }
         Ok(())

@@ -7,7 +7,7 @@
 //! rows, BENCHMARKS.md). One text parameter per statement stays, as with JSON.
 //!
 //! Fields are written in the order of the write-back's columns, which must be the
-//! table's own (a test checks them against `pg_attribute`); a field a row leaves out is
+//! table's own (`Db::migrate` checks them against `pg_attribute`); a field a row leaves out is
 //! written as NULL, for the statement's `COALESCE` to give its default.
 
 use serde::ser::{self, Impossible, Serialize};

@@ -57,9 +57,9 @@ impl<'a> StoredRow<'a> {
 /// [`StoredRow`]'s fields beyond [`COLUMNS`].
 const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
 
-pub(super) fn stored_columns() -> Vec<&'static str> {
-    COLUMNS.iter().chain(&BOOKKEEPING).copied().collect()
-}
+/// Every column a [`StoredRow`] names, in the table's order (checked at start).
+pub(super) static STORED_COLUMNS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| COLUMNS.iter().chain(&BOOKKEEPING).copied().collect());
 
 fn new_rows<'a>(phones: &[&'a str], empty: &'a SessionState, now_ms: i64) -> Vec<StoredRow<'a>> {
     phones
@@ -136,7 +136,7 @@ pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
         key: &["phone"],
         keep: &[],
         defaults: &[],
-        columns: &stored_columns(),
+        columns: &STORED_COLUMNS,
     }
     .sql(backend, param)
 }
@@ -163,7 +163,7 @@ pub async fn save_many(
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     let rows = stored_rows(sessions, now_ms);
-    json_rows::write_back(conn, "sessions", &WRITE, &rows, &stored_columns()).await
+    json_rows::write_back(conn, "sessions", &WRITE, &rows, &STORED_COLUMNS).await
 }
 
 fn from_row(r: &AnyRow) -> Result<Loaded, sqlx::Error> {
@@ -194,7 +194,7 @@ pub fn absent(phone: &str) -> Loaded {
 
 #[cfg(test)]
 mod tests {
-    use super::{stored_columns, StoredRow};
+    use super::{StoredRow, STORED_COLUMNS};
     use crate::domain::session::SessionState;
     use crate::store::json_rows::{field_names, sorted};
 
@@ -203,7 +203,7 @@ mod tests {
         let s = SessionState::default();
         assert_eq!(
             field_names(&StoredRow::new(&s, 0, 1)),
-            sorted(&stored_columns())
+            sorted(&STORED_COLUMNS)
         );
     }
 }
