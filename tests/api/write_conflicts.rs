@@ -84,6 +84,29 @@ async fn reloptions(conn: &mut sqlx::PgConnection) -> Option<Vec<String>> {
         .unwrap()
 }
 
+/// Postgres' write-backs send rows as records of the table's own type, so a table whose
+/// columns were changed by hand stops the exporter at start, naming both column lists,
+/// instead of failing every write.
+#[tokio::test]
+async fn postgres_start_refuses_a_table_whose_columns_were_changed() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres).await;
+    open(&db).await.close().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("ALTER TABLE sessions ADD COLUMN note TEXT")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let store = Db::connect(&db.url, &DbOptions::default()).await.unwrap();
+    let err = format!("{:#}", store.migrate().await.unwrap_err());
+    assert!(
+        err.contains("table sessions has the columns")
+            && err.contains("\"updated_ms\", \"note\"]")
+            && err.contains("this build writes"),
+        "{err}"
+    );
+}
+
 /// A status rewrites its message row: on Postgres, pages keep room for that, so that a
 /// rewrite is a HOT update (no new entry in any index) even once the table is full, and
 /// even when one statement rewrites every row of a page (a batch of batched webhooks).
