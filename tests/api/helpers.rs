@@ -179,6 +179,17 @@ pub async fn two_replicas_configured(configure: fn(&mut Config)) -> (TestDb, Tes
     (db, a, b)
 }
 
+/// Sends the exporter's warnings and errors (a 503's cause, say) to the running test's
+/// captured output: a failing test prints them, a passing one stays quiet.
+fn capture_warnings() {
+    // Only the first call in this binary installs it; the rest find it installed.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+}
+
 pub fn config_for(url: &str) -> Config {
     let mut c = Config::for_database(url);
     c.db_max_connections = 5;
@@ -192,6 +203,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(config: Config, clock: Arc<ManualClock>) -> Self {
+        capture_warnings();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = App::new(config, clock.clone())
