@@ -182,12 +182,14 @@ pub async fn two_replicas_configured(configure: fn(&mut Config)) -> (TestDb, Tes
 /// Sends the exporter's warnings and errors (a 503's cause, say) to the running test's
 /// captured output: a failing test prints them, a passing one stays quiet.
 fn capture_warnings() {
-    // Only the first call in this binary installs it; the rest find it installed.
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::WARN)
-        .try_init();
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .init();
+    });
 }
 
 pub fn config_for(url: &str) -> Config {
