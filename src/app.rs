@@ -14,7 +14,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::ledger::Ledger;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Recorder};
 use crate::presend::{Reserver, StateReader};
 use crate::settings_cache::SettingsCache;
 use crate::store::{self, Backend, Db, DbOptions};
@@ -60,6 +60,7 @@ impl App {
             config: Arc::new(config),
             db,
             ledger,
+            recorder: Recorder::start(metrics.clone()),
             metrics,
             presend_reads,
             reserver,

@@ -26,7 +26,7 @@ pub fn spawn(state: &AppState) -> JoinSet<()> {
         let s = s.clone();
         async move {
             match s.ledger.sweep_unattributed(SWEEP_BATCH).await {
-                Ok(tally) => s.metrics.record(&tally),
+                Ok(tally) => s.recorder.record(tally),
                 Err(e) => warn!(error = %e, "grace-period sweep failed; retrying next tick"),
             }
         }

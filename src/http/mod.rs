@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::ledger::Ledger;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Recorder};
 use crate::presend::{Reserver, StateReader};
 use crate::settings_cache::SettingsCache;
 use crate::store::Db;
@@ -36,6 +36,8 @@ pub struct AppState {
     pub db: Db,
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
+    /// Where committed tallies go to be counted (off the async workers).
+    pub recorder: Recorder,
     pub presend_reads: StateReader,
     pub reserver: Reserver,
     pub settings: Arc<SettingsCache>,

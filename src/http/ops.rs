@@ -27,6 +27,8 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
     responses((status = 200, body = String, content_type = "application/openmetrics-text"))
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
+    // Everything replied to before this scrape is counted first.
+    state.recorder.settled().await;
     // Encoding 100k series takes a core for tens of milliseconds: on a blocking thread,
     // the async workers go on answering webhooks meanwhile.
     let metrics = state.metrics.clone();

@@ -232,11 +232,11 @@ async fn parse_twilio(
 pub(super) async fn store_and_count(state: &AppState, events: Vec<Event>) -> Result<HookCounts> {
     match state.ledger.record(events).await {
         Ok((tally, hooks)) => {
-            state.metrics.record(&tally);
+            state.recorder.record(tally);
             Ok(hooks)
         }
         Err(NotStored { committed, error }) => {
-            state.metrics.record(&committed);
+            state.recorder.record(committed);
             Err(error.into())
         }
     }

@@ -16,6 +16,9 @@ use crate::domain::category;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
 
+mod recorder;
+pub use recorder::Recorder;
+
 /// Provider → handset: most messages arrive within seconds, but an offline phone takes
 /// hours and Meta retries undelivered templates for up to 30 days.
 pub const DELIVERY_BUCKETS: [f64; 14] = [
