@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use crate::background;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Shared};
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Recorder};
 use crate::presend::{Reserver, StateReader};
@@ -56,7 +56,7 @@ impl App {
         metrics.set_ready(true);
         let presend_reads = StateReader::new(db.clone());
         let reserver = Reserver::new(db.clone(), settings.clone(), clock.clone());
-        let state = AppState {
+        let state = AppState::new(Shared {
             config: Arc::new(config),
             db,
             ledger,
@@ -66,7 +66,7 @@ impl App {
             reserver,
             settings,
             clock,
-        };
+        });
         Ok(Self { state })
     }
 
