@@ -342,20 +342,23 @@ async fn ai(
     for (prefix, item) in &items {
         item.validate(prefix)?;
     }
-    for (_, a) in &items {
-        state.metrics.record_ai(&AiObservation {
-            operation: &a.operation,
-            model: &a.model,
+    let accepted = items.len();
+    for (_, a) in items {
+        state.recorder.record_ai(AiObservation {
             ok: a.outcome == "ok",
             seconds: a.latency_ms / 1000.0,
-            intent: a.intent.as_deref(),
             input_tokens: a.input_tokens.unwrap_or(0),
             output_tokens: a.output_tokens.unwrap_or(0),
-            cost: a.cost.map(|c| (c, a.currency.as_deref().unwrap_or("USD"))),
+            cost: a
+                .cost
+                .map(|c| (c, a.currency.unwrap_or_else(|| "USD".to_owned()))),
+            operation: a.operation,
+            model: a.model,
+            intent: a.intent,
         });
     }
     Ok((
         StatusCode::ACCEPTED,
-        Json(serde_json::json!({"accepted": items.len()})),
+        Json(serde_json::json!({"accepted": accepted})),
     ))
 }

@@ -55,7 +55,7 @@ pub struct Shared {
     pub db: Db,
     pub ledger: Ledger,
     pub metrics: Arc<Metrics>,
-    /// Where committed tallies go to be counted (off the async workers).
+    /// Where committed tallies and AI calls go to be counted (off the async workers).
     pub recorder: Recorder,
     pub presend_reads: StateReader,
     pub reserver: Reserver,

@@ -252,16 +252,18 @@ impl LabelGuard {
     }
 }
 
-/// An AI call as the `/v1/events/ai` handler validated it.
-pub struct AiObservation<'a> {
-    pub operation: &'a str,
-    pub model: &'a str,
+/// An AI call as the `/v1/events/ai` handler validated it; owned, to be sent to the
+/// [`Recorder`].
+pub struct AiObservation {
+    pub operation: String,
+    pub model: String,
     pub ok: bool,
     pub seconds: f64,
-    pub intent: Option<&'a str>,
+    pub intent: Option<String>,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    pub cost: Option<(f64, &'a str)>,
+    /// (amount, currency)
+    pub cost: Option<(f64, String)>,
 }
 
 pub struct Metrics {
@@ -557,9 +559,9 @@ impl Metrics {
             .inc();
     }
 
-    pub fn record_ai(&self, a: &AiObservation<'_>) {
-        let operation = self.operation.admit(a.operation, &self.label_overflow);
-        let model = self.model.admit(a.model, &self.label_overflow);
+    pub fn record_ai(&self, a: &AiObservation) {
+        let operation = self.operation.admit(&a.operation, &self.label_overflow);
+        let model = self.model.admit(&a.model, &self.label_overflow);
         self.ai_latency
             .get_or_create(&AiLabels {
                 operation: operation.clone(),
@@ -584,15 +586,15 @@ impl Metrics {
                     .inc_by(n);
             }
         }
-        if let Some((amount, currency)) = a.cost {
+        if let Some((amount, currency)) = &a.cost {
             self.ai_cost
                 .get_or_create(&ModelCurrency {
                     model: model.clone(),
-                    currency: currency.to_owned(),
+                    currency: currency.clone(),
                 })
-                .inc_by(amount);
+                .inc_by(*amount);
         }
-        if let Some(intent) = a.intent {
+        if let Some(intent) = &a.intent {
             let intent = self.intent.admit(intent, &self.label_overflow);
             self.ai_intents
                 .get_or_create(&IntentLabels { intent })

@@ -4,7 +4,8 @@
 //! that family queues behind it. Done on an async worker, that stalls the workers for the
 //! rest of the family's encoding (on a slower machine webhooks stalled about 0.2 s once
 //! per run of scenario 5, which this would explain; the test below reproduces the
-//! blocking). One thread applies every tally in order instead; only it waits.
+//! blocking). One thread applies every tally (and every reported AI call, whose model
+//! and intent values make new series) in order instead; only it waits.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -13,11 +14,13 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::error;
 
-use super::Metrics;
+use super::{AiObservation, Metrics};
 use crate::domain::tally::Tally;
 
 enum Op {
     Count(Tally),
+    /// AI calls bring model, operation and intent values of their own: new series.
+    Ai(AiObservation),
     /// Answered once every tally sent before it is counted.
     Settle(oneshot::Sender<()>),
 }
@@ -32,6 +35,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(1);
 fn run(rx: &mpsc::Receiver<Op>, metrics: &Metrics) {
     let apply = |op: Op| match op {
         Op::Count(tally) => metrics.record(&tally),
+        Op::Ai(call) => metrics.record_ai(&call),
         Op::Settle(done) => {
             let _ = done.send(());
         }
@@ -83,6 +87,13 @@ impl Recorder {
         }
     }
 
+    /// Counts a reported AI call, like [`Recorder::record`].
+    pub fn record_ai(&self, call: AiObservation) {
+        if let Err(mpsc::SendError(Op::Ai(call))) = self.tx.send(Op::Ai(call)) {
+            self.metrics.record_ai(&call);
+        }
+    }
+
     /// Waits until every tally recorded before this call is counted, so that a scrape
     /// shows all that was replied to before it began.
     pub async fn settled(&self) {
@@ -100,7 +111,7 @@ mod tests {
     use crate::domain::status::Status;
     use crate::domain::tally::OutboundCount;
     use crate::domain::{Channel, Provider};
-    use crate::metrics::OutboundLabels;
+    use crate::metrics::{AiLabels, OutboundLabels};
 
     fn sent(template: &str) -> Tally {
         Tally {
@@ -172,5 +183,44 @@ mod tests {
         recorder.settled().await;
         assert_eq!(sent_count(&metrics, "known").as_deref(), Some("2"));
         assert_eq!(sent_count(&metrics, "new").as_deref(), Some("1"));
+    }
+
+    #[tokio::test]
+    async fn an_ai_call_with_a_new_model_does_not_wait_for_a_scrape() {
+        let metrics = Arc::new(Metrics::new(100));
+        let recorder = Recorder::start(metrics.clone());
+        let scrape = metrics.ai_latency.get_or_create(&AiLabels {
+            operation: "held".to_owned(),
+            model: "held".to_owned(),
+        });
+        let (caller, (returned, done)) = (recorder.clone(), mpsc::channel());
+        std::thread::spawn(move || {
+            caller.record_ai(AiObservation {
+                operation: "classify".to_owned(),
+                model: "new-model".to_owned(),
+                ok: true,
+                seconds: 0.2,
+                intent: None,
+                input_tokens: 10,
+                output_tokens: 0,
+                cost: None,
+            });
+            let _ = returned.send(());
+        });
+        done.recv_timeout(Duration::from_secs(5))
+            .expect("record_ai() blocked while a scrape held the family");
+
+        drop(scrape);
+        recorder.settled().await;
+        let text = metrics.encode();
+        let counted = |prefix: &str, value: &str| {
+            text.lines().any(|l| {
+                l.starts_with(prefix)
+                    && l.contains("model=\"new-model\"")
+                    && l.rsplit(' ').next() == Some(value)
+            })
+        };
+        assert!(counted("messaging_ai_requests_total{", "1"), "{text}");
+        assert!(counted("messaging_ai_tokens_total{", "10"), "{text}");
     }
 }
