@@ -32,22 +32,25 @@ enum Op {
 /// runs' spread with this sleep.
 const DRAIN_EVERY: Duration = Duration::from_millis(1);
 
-fn run(rx: &mpsc::Receiver<Op>, metrics: &Metrics) {
-    let apply = |op: Op| match op {
+fn apply(op: Op, metrics: &Metrics) {
+    match op {
         Op::Count(tally) => metrics.record(&tally),
         Op::Ai(call) => metrics.record_ai(&call),
         Op::Settle(done) => {
             let _ = done.send(());
         }
-    };
+    }
+}
+
+fn run(rx: &mpsc::Receiver<Op>, metrics: &Metrics) {
     // Blocks only once a drain found nothing; ends when every sender is gone.
     while let Ok(op) = rx.recv() {
-        apply(op);
+        apply(op, metrics);
         loop {
             std::thread::sleep(DRAIN_EVERY);
             let mut drained = false;
             while let Ok(op) = rx.try_recv() {
-                apply(op);
+                apply(op, metrics);
                 drained = true;
             }
             if !drained {
@@ -72,8 +75,6 @@ impl Recorder {
             .name("metrics-recorder".into())
             .spawn(move || run(&rx, &counting));
         if let Err(e) = spawned {
-            // Without the thread the sends below fail, and each tally is counted where it is
-            // sent: slower under a scrape, but nothing is lost.
             error!(error = %e, "cannot start the metrics recorder thread; counting inline");
         }
         Self { tx, metrics }
@@ -82,25 +83,27 @@ impl Recorder {
     /// Counts what a commit made countable. A reply sent after this call is covered by
     /// any scrape that starts after it (see [`Recorder::settled`]).
     pub fn record(&self, tally: Tally) {
-        if let Err(mpsc::SendError(Op::Count(tally))) = self.tx.send(Op::Count(tally)) {
-            self.metrics.record(&tally);
-        }
+        self.send(Op::Count(tally));
     }
 
     /// Counts a reported AI call, like [`Recorder::record`].
     pub fn record_ai(&self, call: AiObservation) {
-        if let Err(mpsc::SendError(Op::Ai(call))) = self.tx.send(Op::Ai(call)) {
-            self.metrics.record_ai(&call);
-        }
+        self.send(Op::Ai(call));
     }
 
     /// Waits until every tally recorded before this call is counted, so that a scrape
     /// shows all that was replied to before it began.
     pub async fn settled(&self) {
         let (done, counted) = oneshot::channel();
-        if self.tx.send(Op::Settle(done)).is_ok() {
-            // An error means the thread is gone, and with it nothing is left to wait for.
-            let _ = counted.await;
+        self.send(Op::Settle(done));
+        let _ = counted.await;
+    }
+
+    /// With the thread gone (it could not start, or panicked), `op` is applied here:
+    /// slower under a scrape, but nothing is lost.
+    fn send(&self, op: Op) {
+        if let Err(mpsc::SendError(op)) = self.tx.send(op) {
+            apply(op, &self.metrics);
         }
     }
 }
@@ -146,14 +149,14 @@ mod tests {
         })
     }
 
-    fn record_from_another_thread(recorder: &Recorder, template: &str) -> mpsc::Receiver<()> {
-        let (recorder, tally) = (recorder.clone(), sent(template));
+    /// Runs `f` on another thread and says whether it returned within 5 s.
+    fn returns_promptly(f: impl FnOnce() + Send + 'static) -> bool {
         let (returned, done) = mpsc::channel();
         std::thread::spawn(move || {
-            recorder.record(tally);
+            f();
             let _ = returned.send(());
         });
-        done
+        done.recv_timeout(Duration::from_secs(5)).is_ok()
     }
 
     #[tokio::test]
@@ -168,9 +171,11 @@ mod tests {
         // counting into the same family meanwhile returns at once (counting inline, it
         // would wait behind that writer under the fair lock).
         for template in ["new", "known"] {
-            record_from_another_thread(&recorder, template)
-                .recv_timeout(Duration::from_secs(5))
-                .expect("record() blocked while a scrape held the family");
+            let (caller, tally) = (recorder.clone(), sent(template));
+            assert!(
+                returns_promptly(move || caller.record(tally)),
+                "record() blocked while a scrape held the family"
+            );
         }
         // Nothing recorded before `settled` is pending once it returns, so it waits too.
         let early = tokio::time::timeout(Duration::from_millis(100), recorder.settled()).await;
@@ -193,22 +198,21 @@ mod tests {
             operation: "held".to_owned(),
             model: "held".to_owned(),
         });
-        let (caller, (returned, done)) = (recorder.clone(), mpsc::channel());
-        std::thread::spawn(move || {
-            caller.record_ai(AiObservation {
-                operation: "classify".to_owned(),
-                model: "new-model".to_owned(),
-                ok: true,
-                seconds: 0.2,
-                intent: None,
-                input_tokens: 10,
-                output_tokens: 0,
-                cost: None,
-            });
-            let _ = returned.send(());
-        });
-        done.recv_timeout(Duration::from_secs(5))
-            .expect("record_ai() blocked while a scrape held the family");
+        let caller = recorder.clone();
+        let call = AiObservation {
+            operation: "classify".to_owned(),
+            model: "new-model".to_owned(),
+            ok: true,
+            seconds: 0.2,
+            intent: None,
+            input_tokens: 10,
+            output_tokens: 0,
+            cost: None,
+        };
+        assert!(
+            returns_promptly(move || caller.record_ai(call)),
+            "record_ai() blocked while a scrape held the family"
+        );
 
         drop(scrape);
         recorder.settled().await;
@@ -222,5 +226,21 @@ mod tests {
         };
         assert!(counted("messaging_ai_requests_total{", "1"), "{text}");
         assert!(counted("messaging_ai_tokens_total{", "10"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn without_the_thread_tallies_are_counted_where_they_are_sent() {
+        let metrics = Arc::new(Metrics::new(100));
+        let (tx, gone) = mpsc::channel();
+        drop(gone);
+        let recorder = Recorder {
+            tx,
+            metrics: metrics.clone(),
+        };
+        recorder.record(sent("known"));
+        assert_eq!(sent_count(&metrics, "known").as_deref(), Some("1"));
+        tokio::time::timeout(Duration::from_secs(5), recorder.settled())
+            .await
+            .expect("settled() waits for nothing once the thread is gone");
     }
 }
