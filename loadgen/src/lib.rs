@@ -6,6 +6,7 @@
 //! was sent. The binary (`src/main.rs`) is a thin CLI over it; the smoke test calls it
 //! with a handful of items per scenario.
 
+pub mod disk;
 pub mod exporter;
 pub mod payloads;
 pub mod report;
@@ -160,6 +161,17 @@ pub fn describe_machine(o: &BenchOpts) -> Vec<String> {
             q("fsync"),
             q("synchronous_commit"),
             q("shared_buffers")
+        ));
+        let data_dir = q("data_directory");
+        let same = disk::same_device(&o.work_dir, std::path::Path::new(&data_dir));
+        lines.push(format!(
+            "the fsync probe writes in {} ({} as PostgreSQL's data directory)",
+            o.work_dir.display(),
+            match same {
+                Some(true) => "the same disk",
+                Some(false) => "**not** the same disk",
+                None => "unknown whether on the same disk",
+            }
         ));
     }
     lines

@@ -90,6 +90,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // Before the header, which looks at the disk it is on.
+    let _ = std::fs::create_dir_all(&opts.work_dir);
     let mut header = describe_machine(&opts);
     let result = rt.block_on(run_bench(&opts, |f| {
         eprintln!(
@@ -125,7 +127,6 @@ fn main() -> ExitCode {
     let figs: Vec<_> = all.into_iter().flat_map(|(_, f)| f).collect();
     let text = report::render("messaging-exporter benchmark", &header, &figs);
     println!("{text}");
-    let _ = std::fs::create_dir_all(&opts.work_dir);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

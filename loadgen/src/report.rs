@@ -73,6 +73,8 @@ pub struct Figures {
     pub gen_cpu_pct: f64,
     /// Every `postgres` process's CPU, in percent of one core (Postgres runs only).
     pub db_cpu_pct: Option<f64>,
+    /// The disk's `fdatasync` of one page, timed beside the run ([`crate::disk`]).
+    pub fsync: Option<Lat>,
     pub http_ratio: Option<f64>,
     pub db_ratio: Option<f64>,
     pub checks: Vec<CountCheck>,
@@ -197,6 +199,12 @@ pub fn render(title: &str, header_lines: &[String], all: &[Figures]) -> String {
                 s,
                 "- latency by request (p50/p99/max ms): {}",
                 kinds.join("; ")
+            );
+        }
+        if let Some(fsync) = &f.fsync {
+            let _ = writeln!(
+                s,
+                "- the disk meanwhile (one 8 kB write and fdatasync every 100 ms, p50/p99/max ms): {fsync}"
             );
         }
         for (t, met) in &f.targets {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+use crate::disk::FsyncProbe;
 use crate::exporter::{
     postgres_cpu_ticks, proc_stat, Backend, Exporter, ExporterOpts, ProcStat, APP_SECRET,
 };
@@ -141,10 +142,16 @@ async fn timed(
     let before: ProcStat = exp.stat();
     let gen_before = self_cpu();
     let db_before = postgres_cpu_ticks();
+    let probe = exp.log.parent().map(FsyncProbe::start);
     let r = runner::run(exp.addr, Arc::new(items), opts).await?;
     let after = exp.stat();
     let gen_after = self_cpu();
     let db_after = postgres_cpu_ticks();
+    match probe.map(|p| p.and_then(FsyncProbe::finish)) {
+        Some(Ok(fsync)) => f.fsync = fsync,
+        Some(Err(e)) => f.notes.push(format!("the fsync probe failed: {e}")),
+        None => {}
+    }
     f.fill_from(&r);
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     f.rss_before_mib = before.rss_kib as f64 / 1024.0;
@@ -1042,8 +1049,9 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
             );
             f.target(
                 format!(
-                    "ingestion not stalled (ingest max latency {:.1} ms while scraping)",
-                    f.lat.max
+                    "ingestion not stalled (ingest max latency {:.1} ms while scraping; the disk's slowest fdatasync meanwhile {})",
+                    f.lat.max,
+                    f.fsync.map_or("not measured".into(), |l| format!("{:.1} ms", l.max))
                 ),
                 f.lat.max <= 150.0,
             );
