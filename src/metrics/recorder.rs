@@ -2,9 +2,9 @@
 //! lock, and its lock is fair: while a scrape encodes 100k series, a request that adds a
 //! series (a new template) waits for the write lock, and every request that counts into
 //! that family queues behind it. Done on an async worker, that stalls the workers for the
-//! rest of the family's encoding (on a slower machine webhooks stalled about 0.2 s once
-//! per run of scenario 5, which this would explain; the test below reproduces the
-//! blocking). One thread applies every tally (and every reported AI call, whose model
+//! rest of the family's encoding (the test below reproduces it; the 0.2 s webhook stall
+//! once per run of scenario 5 on slower machines turned out to be the disk's flush, see
+//! `BENCHMARKS.md`). One thread applies every tally (and every reported AI call, whose model
 //! and intent values make new series) in order instead; only it waits.
 
 use std::sync::mpsc;
