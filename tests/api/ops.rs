@@ -257,3 +257,35 @@ fn healthz_ok(port: u16) -> bool {
     let _ = conn.read_to_string(&mut reply);
     reply.starts_with("HTTP/1.1 200")
 }
+
+#[tokio::test]
+async fn every_embedded_sqlite_connection_commits_through_a_synced_wal_with_journals_in_memory() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = messaging_exporter::store::Db::connect(&db.url, &Default::default())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    // Several connections held at once, so that each is a separately opened one.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(store.pool().acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        assert_eq!(pragma(conn, "journal_mode").await, "wal");
+        // 2 = FULL: the WAL is synced at every commit, so an answered request survives a crash.
+        assert_eq!(pragma(conn, "synchronous").await, "2");
+        // 2 = MEMORY: statement journals are not written to a file.
+        assert_eq!(pragma(conn, "temp_store").await, "2");
+    }
+}
+
+async fn pragma(conn: &mut sqlx::AnyConnection, name: &str) -> String {
+    let row = sqlx::query(&format!("PRAGMA {name}"))
+        .fetch_one(conn)
+        .await
+        .unwrap();
+    // journal_mode answers text, the others numbers.
+    sqlx::Row::try_get::<String, _>(&row, 0)
+        .or_else(|_| sqlx::Row::try_get::<i64, _>(&row, 0).map(|n| n.to_string()))
+        .unwrap()
+}
