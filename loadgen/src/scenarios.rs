@@ -148,7 +148,7 @@ async fn timed(
     let gen_after = self_cpu();
     let db_after = postgres_cpu_ticks();
     match probe.map(|p| p.and_then(FsyncProbe::finish)) {
-        Some(Ok(fsync)) => f.fsync = fsync,
+        Some(Ok(fsync)) => f.fsync = Some(fsync),
         Some(Err(e)) => f.notes.push(format!("the fsync probe failed: {e}")),
         None => {}
     }
