@@ -8,8 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,11 +22,12 @@ const PAGE: [u8; 8192] = [0x5a; 8192];
 
 /// Often enough to catch a stall of a tenth of a second, rarely enough to add no load
 /// worth measuring (a busy exporter commits hundreds of times a second).
-const EVERY: Duration = Duration::from_millis(100);
+pub const EVERY: Duration = Duration::from_millis(100);
 
 /// A thread writing and `fdatasync`ing one 8 kB page every [`EVERY`] until finished.
 pub struct FsyncProbe {
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the probe: it wakes at once rather than at its next flush.
+    stop: Sender<()>,
     thread: JoinHandle<io::Result<Histogram<u64>>>,
     path: PathBuf,
 }
@@ -44,17 +44,16 @@ impl FsyncProbe {
         // The first flush allocates the page's block: not what a recycled segment costs,
         // so it is done here, untimed.
         write_and_flush(&file)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("fsync-probe".into())
-            .spawn(move || probe(&file, &flag))?;
+            .spawn(move || probe(&file, &stopped))?;
         Ok(Self { stop, thread, path })
     }
 
     /// Stops the probe; the flushes it timed (at least one).
     pub fn finish(self) -> io::Result<Lat> {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop);
         let timed = self
             .thread
             .join()
@@ -64,18 +63,17 @@ impl FsyncProbe {
     }
 }
 
-/// Times one flush at once, then one every [`EVERY`] until `stop`: a probe stopped at
+/// Times one flush at once, then one every [`EVERY`] until stopped: a probe stopped at
 /// once has still timed one.
-fn probe(file: &File, stop: &AtomicBool) -> io::Result<Histogram<u64>> {
+fn probe(file: &File, stopped: &Receiver<()>) -> io::Result<Histogram<u64>> {
     let mut hist = new_histogram();
     loop {
         let t0 = Instant::now();
         write_and_flush(file)?;
         let _ = hist.record((t0.elapsed().as_micros() as u64).max(1));
-        if stop.load(Ordering::Relaxed) {
+        if stopped.recv_timeout(EVERY) != Err(RecvTimeoutError::Timeout) {
             return Ok(hist);
         }
-        std::thread::sleep(EVERY);
     }
 }
 

@@ -50,6 +50,8 @@ pub struct Exporter {
     pg_admin_url: String,
     sqlite_file: Option<PathBuf>,
     pub log: PathBuf,
+    /// Where its log and SQLite file are: the disk the harness probes.
+    pub work_dir: PathBuf,
 }
 
 /// A snapshot of the process's memory and CPU.
@@ -191,6 +193,7 @@ impl Exporter {
             pg_admin_url: opts.pg_admin_url.clone(),
             sqlite_file,
             log,
+            work_dir: opts.work_dir.clone(),
         };
         exporter.wait_healthy(Duration::from_secs(30)).await?;
         Ok(exporter)

@@ -204,7 +204,8 @@ pub fn render(title: &str, header_lines: &[String], all: &[Figures]) -> String {
         if let Some(fsync) = &f.fsync {
             let _ = writeln!(
                 s,
-                "- the disk meanwhile (one 8 kB write and fdatasync every 100 ms, p50/p99/max ms): {fsync}"
+                "- the disk meanwhile (one 8 kB write and fdatasync every {} ms, p50/p99/max ms): {fsync}",
+                crate::disk::EVERY.as_millis()
             );
         }
         for (t, met) in &f.targets {
