@@ -162,12 +162,12 @@ pub fn describe_machine(o: &BenchOpts) -> Vec<String> {
             q("synchronous_commit"),
             q("shared_buffers")
         ));
-        let data_dir = q("data_directory");
-        let same = disk::same_device(&o.work_dir, std::path::Path::new(&data_dir));
+        // `pg_wal` may be a link to a disk of its own; the device check follows it.
+        let wal = std::path::Path::new(&q("data_directory")).join("pg_wal");
         lines.push(format!(
-            "the fsync probe writes in {} ({} as PostgreSQL's data directory)",
+            "the fsync probe writes in {} ({} as PostgreSQL's WAL)",
             o.work_dir.display(),
-            match same {
+            match disk::same_device(&o.work_dir, &wal) {
                 Some(true) => "the same disk",
                 Some(false) => "**not** the same disk",
                 None => "unknown whether on the same disk",
