@@ -302,6 +302,15 @@ async fn reserve_release_and_confirm(backend: Backend) {
     assert_eq!(first["can_send"], true);
     let id = first["reservation"]["id"].as_str().unwrap().to_owned();
     assert_eq!(first["reservation"]["expires_at"], rfc3339(now + 12 * HOUR));
+    // As docs/presend.md gives it: `rsv_`, the time of the check in 12 hex digits of unix
+    // ms (so that ids sort by time), then 128 random bits.
+    let random = id
+        .strip_prefix(&format!("rsv_{now:012x}"))
+        .unwrap_or_else(|| panic!("{id} does not start with the check's time"));
+    assert!(
+        random.len() == 32 && random.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{id}"
+    );
 
     let second = check(&app, reserve(OPEN)).await;
     assert_eq!(second["blocked_reason"], "rate_limited");
