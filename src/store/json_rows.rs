@@ -154,49 +154,73 @@ pub struct WriteBack<'a> {
 }
 
 impl WriteBack<'_> {
-    /// The statement, reading its rows from `$param`.
-    pub fn sql(&self, backend: Backend, param: usize) -> String {
-        let Self {
-            table,
-            key,
-            keep,
-            defaults,
-            columns,
-        } = self;
-        let set: Vec<String> = columns
+    /// SQLite: the upsert of the rows bound as `$param`.
+    pub fn sqlite(&self, param: usize) -> String {
+        let source = source_at(Backend::Sqlite, self.table, self.columns, param);
+        format!("{} {}", self.insert_from(&source), self.on_conflict())
+    }
+
+    /// Postgres: the write-back of the rows bound as `$param` (a record array,
+    /// [`pg_records`]: a third of JSON's parse) as a common table expression `name`
+    /// returning `as_read` per row written.
+    ///
+    /// Rows all read as absent (`all_new`) go in by a plain `INSERT`: `ON CONFLICT` first
+    /// searches the key's index for a conflict and then descends it again to insert.
+    /// Statuses come in waves (every message's `sent`, then every `delivered`…), so a
+    /// batch's rows are mostly all new or all present. A row created since the read fails
+    /// that insert on the key ([`super::duplicate_is_a_lost_race`]). Either way a batch
+    /// writes its rows in key order, the order in which a batch run again locks them.
+    fn postgres(&self, name: &str, param: usize, all_new: bool) -> String {
+        let source = format!("unnest(${param}::text::{}[]) AS v", self.table);
+        let insert = self.insert_from(&source);
+        if all_new {
+            format!("{name} AS ({insert} RETURNING true AS as_read)")
+        } else {
+            format!(
+                "{name} AS ({insert} {} {RETURNING_AS_READ})",
+                self.on_conflict()
+            )
+        }
+    }
+
+    /// `WHERE true`: SQLite would take `ON CONFLICT` after a bare `FROM` for a join's.
+    fn insert_from(&self, source: &str) -> String {
+        let values: Vec<String> = self.columns.iter().map(|c| self.value(c)).collect();
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM {source} WHERE true",
+            self.table,
+            self.columns.join(", "),
+            values.join(", "),
+        )
+    }
+
+    /// Column `c` of the row `v`: a row leaves out a column that holds its default.
+    fn value(&self, c: &str) -> String {
+        match self.defaults.iter().find(|(d, _)| *d == c) {
+            Some((_, value)) => format!("COALESCE(v.{c}, {value})"),
+            None => format!("v.{c}"),
+        }
+    }
+
+    /// A present row is updated only if nobody wrote it since it was read.
+    fn on_conflict(&self) -> String {
+        let set: Vec<String> = self
+            .columns
             .iter()
-            .filter(|c| !key.contains(c) && !keep.contains(c))
+            .filter(|c| !self.key.contains(c) && !self.keep.contains(c))
             .map(|c| format!("{c} = excluded.{c}"))
             .collect();
-        let values: Vec<String> = columns
-            .iter()
-            .map(|c| match defaults.iter().find(|(d, _)| d == c) {
-                Some((_, value)) => format!("COALESCE(v.{c}, {value})"),
-                None => format!("v.{c}"),
-            })
-            .collect();
-        let upsert = format!(
-            "INSERT INTO {table} ({}) SELECT {} FROM {} WHERE true \
-             ON CONFLICT ({}) DO UPDATE SET {} WHERE {table}.version = excluded.version - 1",
-            columns.join(", "),
-            values.join(", "),
-            match backend {
-                // Rows bound as a record array ([`pg_records`]): a third of JSON's parse.
-                Backend::Postgres => format!("unnest(${param}::text::{table}[]) AS v"),
-                Backend::Sqlite => source_at(backend, table, columns, param),
-            },
-            key.join(", "),
-            set.join(", ")
-        );
-        match backend {
-            Backend::Postgres => format!("{upsert} {RETURNING_AS_READ}"),
-            Backend::Sqlite => upsert,
-        }
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {} WHERE {}.version = excluded.version - 1",
+            self.key.join(", "),
+            set.join(", "),
+            self.table
+        )
     }
 }
 
-/// Postgres: each row a [`WriteBack`] wrote, `as_read` unless the write inserted a row
-/// that was read as present (a version above 0), that is, one deleted since it was
+/// Postgres: each row a [`WriteBack`]'s upsert wrote, `as_read` unless the write inserted
+/// a row that was read as present (a version above 0), that is, one deleted since it was
 /// read. `xmax` is 0 only in a row version that an insert made; an update through
 /// `ON CONFLICT` leaves its own transaction's id there.
 const RETURNING_AS_READ: &str = "RETURNING NOT (xmax = 0 AND version > 0) AS as_read";
@@ -209,38 +233,37 @@ pub(super) const CREATE_CONFLICT_FUNCTION: &str =
      RAISE EXCEPTION 'a row of % changed since it was read', tbl \
      USING ERRCODE = 'serialization_failure'; END $$";
 
-/// Postgres: [`WriteBack`] statements, each given as `(table, its SQL, the $n of the
-/// number of rows it is given)`, as one statement that raises a lost race unless each
-/// wrote all its rows as they were read; nothing of it then stands.
-pub fn checked(writes: &[(&str, String, usize)]) -> String {
-    let written: Vec<String> = writes
+/// Postgres: [`WriteBack`]s, each given with the `$n` of its rows, the `$n` of the number
+/// of rows it is given, and whether they were all read as absent, as one statement that
+/// raises a lost race unless each wrote all its rows as they were read; nothing of it
+/// then stands.
+pub fn checked(writes: &[(&WriteBack, usize, usize, bool)]) -> String {
+    let (ctes, conflicts): (Vec<String>, Vec<String>) = writes
         .iter()
         .enumerate()
-        .map(|(i, (_, sql, _))| format!("w{i} AS ({sql})"))
-        .collect();
-    let conflicts: Vec<String> = writes
-        .iter()
-        .enumerate()
-        .map(|(i, (table, _, count))| {
-            format!(
+        .map(|(i, (write, rows, count, all_new))| {
+            let cte = write.postgres(&format!("w{i}"), *rows, *all_new);
+            let conflict = format!(
                 "WHEN (SELECT count(*) FROM w{i} WHERE as_read) <> ${count} \
-                 THEN messaging_exporter_write_conflict('{table}')"
-            )
+                 THEN messaging_exporter_write_conflict('{}')",
+                write.table
+            );
+            (cte, conflict)
         })
-        .collect();
+        .unzip();
     format!(
         "WITH {} SELECT CASE {} ELSE 0 END",
-        written.join(", "),
+        ctes.join(", "),
         conflicts.join(" ")
     )
 }
 
 /// The statement [`write_back`] runs for one [`WriteBack`] over `$1`: on Postgres
 /// [`checked`], its row count bound as `$2`.
-pub fn single(backend: Backend, table: &str, write_back: String) -> String {
+pub fn single(backend: Backend, write_back: &WriteBack) -> String {
     match backend {
-        Backend::Postgres => checked(&[(table, write_back, 2)]),
-        Backend::Sqlite => write_back,
+        Backend::Postgres => checked(&[(write_back, 1, 2, false)]),
+        Backend::Sqlite => write_back.sqlite(1),
     }
 }
 

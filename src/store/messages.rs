@@ -8,7 +8,6 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::json_rows::{self, backend_of, Statement};
-use super::Backend;
 
 use crate::domain::category::Category;
 use crate::domain::message::{Hook, Labels, MessageError, MessageState, Observed};
@@ -417,21 +416,17 @@ const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
 pub(super) static STORED_COLUMNS: std::sync::LazyLock<Vec<&'static str>> =
     std::sync::LazyLock::new(|| COLUMNS.iter().chain(&BOOKKEEPING).copied().collect());
 
-/// The write-back of [`StoredRow`]s bound as `$param`.
-pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
-    json_rows::WriteBack {
+/// The write-back of [`StoredRow`]s.
+pub(super) static WRITE_BACK: std::sync::LazyLock<json_rows::WriteBack> =
+    std::sync::LazyLock::new(|| json_rows::WriteBack {
         table: "outbound_messages",
         key: &["provider", "message_id"],
         keep: &["first_seen_ms"],
         defaults: &DEFAULTS,
         columns: &STORED_COLUMNS,
-    }
-    .sql(backend, param)
-}
+    });
 
-static WRITE: Statement = Statement::new(|backend| {
-    json_rows::single(backend, "outbound_messages", write_back_sql(backend, 1))
-});
+static WRITE: Statement = Statement::new(|backend| json_rows::single(backend, &WRITE_BACK));
 
 /// The rows [`save_many`] writes: each with the version it gives its row.
 pub(super) fn stored_rows<'a>(

@@ -315,6 +315,22 @@ pub fn is_retryable(err: &sqlx::Error) -> bool {
     )
 }
 
+/// A write-back's plain insert of a row read as absent found its key taken: another
+/// writer created the row after the read, a lost race like any other (a primary key is
+/// the only unique constraint of `outbound_messages` and of `sessions`).
+fn duplicate_is_a_lost_race(err: sqlx::Error) -> sqlx::Error {
+    let Some(db) = err.as_database_error() else {
+        return err;
+    };
+    if db.code().as_deref() != Some("23505") {
+        return err;
+    }
+    match db.table() {
+        Some("sessions") => WriteConflict::error("sessions"),
+        _ => WriteConflict::error("outbound_messages"),
+    }
+}
+
 pub fn is_deadlock(err: &sqlx::Error) -> bool {
     err.as_database_error().and_then(|e| e.code()).as_deref() == Some("40P01")
 }

@@ -8,7 +8,6 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::json_rows::{self, Statement};
-use super::Backend;
 use crate::domain::session::SessionState;
 
 /// The columns a session is read from, in [`from_row_at`]'s order, the version after them.
@@ -129,20 +128,17 @@ pub async fn lock_or_create_many(
     rows.iter().map(from_row).collect()
 }
 
-/// The write-back of [`StoredRow`]s bound as `$param`.
-pub(super) fn write_back_sql(backend: Backend, param: usize) -> String {
-    json_rows::WriteBack {
+/// The write-back of [`StoredRow`]s.
+pub(super) static WRITE_BACK: std::sync::LazyLock<json_rows::WriteBack> =
+    std::sync::LazyLock::new(|| json_rows::WriteBack {
         table: "sessions",
         key: &["phone"],
         keep: &[],
         defaults: &[],
         columns: &STORED_COLUMNS,
-    }
-    .sql(backend, param)
-}
+    });
 
-static WRITE: Statement =
-    Statement::new(|backend| json_rows::single(backend, "sessions", write_back_sql(backend, 1)));
+static WRITE: Statement = Statement::new(|backend| json_rows::single(backend, &WRITE_BACK));
 
 /// The rows [`save_many`] writes: each with the version it gives its row.
 pub(super) fn stored_rows<'a>(
