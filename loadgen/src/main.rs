@@ -37,7 +37,8 @@ struct Cli {
     /// Seconds per timed scenario (and per ceiling).
     #[arg(long, default_value_t = 10)]
     duration: u64,
-    /// Events per second pre-built per scenario: the most any scenario can send.
+    /// Events per second pre-built per scenario: the most any scenario can send (scenario 2,
+    /// batched statuses: twice this).
     #[arg(long, default_value_t = 40_000.0)]
     max_rate: f64,
     /// Smoke mode: this many items per scenario, sent whatever the time; checks counts.
