@@ -219,6 +219,31 @@ async fn a_session_another_replica_stored_taken_for_new_keeps_its_inbound_messag
     assert_eq!(session["is_active"], true, "{session}");
 }
 
+/// The same with a status instead of a send hook: its batch writes a new message and a
+/// new session in one statement that commits on its own (plain inserts on Postgres), and
+/// the session B stored makes it fail on the session's key. The batch runs again with the
+/// stored session, which keeps B's inbound message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_another_replica_stored_taken_for_new_by_a_status_keeps_its_inbound_messages() {
+    let (_db, a, b) = two_replicas().await;
+    new_messages(&a, "warm", CLEAN_READS).await;
+    let phone = "919800000003";
+    let t = a.now_ms() / 1000;
+    let inbound = meta_inbound("wamid.in3", phone, t - 30);
+    assert_eq!(b.post_meta(&inbound).await.status(), 200);
+
+    let status = meta_status("wamid.out3", "sent", t, phone);
+    assert_eq!(a.post_meta(&status).await.status(), 200);
+    let s = a.scrape().await;
+    assert_eq!(retries(&s, "presumed_new"), 1.0);
+    assert_eq!(retries(&s, "conflict"), 0.0);
+    let resp = a.get(&format!("/v1/sessions/+{phone}")).await;
+    assert_eq!(resp.status(), 200);
+    let session: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(session["user_messages"], 1, "{session}");
+    assert_eq!(session["is_active"], true, "{session}");
+}
+
 crate::on_both_backends!(
     new_messages_are_read_until_reads_keep_finding_them_new,
     late_statuses_of_messages_no_longer_kept_are_read,
