@@ -438,13 +438,12 @@ pub async fn ingest(ctx: &mut Ctx, shuffled: bool, per_post: usize) -> anyhow::R
     let phone_pool: Vec<String> = (0..20_000).map(|_| payloads::phone(&mut ctx.rng)).collect();
     // Batched statuses are pre-built for twice `--max-rate`: its default (40k events/s) is
     // below scenario 2's target, and a run that ran out of them measured only 7 s of 10.
-    let timed_batches = per_post > 1 && ctx.smoke_items.is_none();
-    let per_item = if timed_batches {
-        per_post as f64 / 2.0
+    let headroom = if per_post > 1 && ctx.smoke_items.is_none() {
+        2
     } else {
-        per_post as f64
+        1
     };
-    let n_items = ctx.item_budget(per_item);
+    let n_items = ctx.item_budget(per_post as f64) * headroom;
     // ~2.65 statuses per message.
     let n_messages = (n_items * per_post).div_ceil(2).max(1);
     let messages = ctx.messages(n_messages, &templates, &phone_pool);
