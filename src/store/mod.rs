@@ -6,6 +6,7 @@ pub mod batch_read;
 pub mod batch_write;
 pub mod inbound;
 pub mod json_rows;
+pub mod key_collation;
 pub mod messages;
 pub mod pg_records;
 pub mod queries;
@@ -182,6 +183,9 @@ impl Db {
             self.leave_room_for_updates()
                 .await
                 .context("setting the fillfactor of outbound_messages")?;
+            key_collation::compare_keys_bytewise(&self.pool)
+                .await
+                .context("giving the text keys collation \"C\"")?;
             self.create_conflict_function()
                 .await
                 .context("creating the function batch writes raise conflicts with")?;

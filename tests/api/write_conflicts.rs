@@ -170,6 +170,69 @@ async fn postgres_message_pages_keep_room_for_rewrites() {
     assert_eq!(hot, first_page, "rewrites that stayed on their page");
 }
 
+/// The key columns whose collation is not `"C"`, as `table.column`.
+async fn keys_not_bytewise(conn: &mut sqlx::PgConnection) -> Vec<String> {
+    let mut found = Vec::new();
+    for (table, columns) in store::key_collation::KEY_COLUMNS {
+        for column in columns {
+            let collation: String = sqlx::query_scalar(
+                "SELECT COALESCE(c.collname::text, '') FROM pg_attribute AS a \
+                 LEFT JOIN pg_collation AS c ON c.oid = a.attcollation \
+                 WHERE a.attrelid = $1::regclass AND a.attname = $2",
+            )
+            .bind(table)
+            .bind(*column)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+            if collation != "C" {
+                found.push(format!("{table}.{column}"));
+            }
+        }
+    }
+    found
+}
+
+/// On Postgres every text key compares byte by byte, as SQLite's do (cheaper than the
+/// database's collation). A database an earlier version left at the database's
+/// collation is given it at the next start, keeping its rows and their writes.
+#[tokio::test]
+async fn postgres_text_keys_compare_bytewise_also_after_an_upgrade() {
+    use sqlx::Connection;
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = open(&db).await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    assert_eq!(keys_not_bytewise(&mut conn).await, Vec::<String>::new());
+
+    // As an earlier version left it: every key at the database's collation, one message.
+    write(&store, read(&store).await, Status::Sent)
+        .await
+        .unwrap();
+    store.close().await;
+    for (table, columns) in store::key_collation::KEY_COLUMNS {
+        let changes: Vec<String> = columns
+            .iter()
+            .map(|c| format!("ALTER COLUMN {c} TYPE text COLLATE \"default\""))
+            .collect();
+        sqlx::raw_sql(&format!("ALTER TABLE {table} {}", changes.join(", ")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(keys_not_bytewise(&mut conn).await.len(), 11);
+
+    let store = open(&db).await;
+    assert_eq!(keys_not_bytewise(&mut conn).await, Vec::<String>::new());
+    let (m, version) = read(&store).await;
+    assert!(m.seen.contains(Status::Sent), "the stored message is kept");
+    write(&store, (m, version), Status::Delivered)
+        .await
+        .unwrap();
+    assert!(read(&store).await.0.seen.contains(Status::Delivered));
+    open(&db).await.close().await; // a second start finds nothing to change
+    assert_eq!(keys_not_bytewise(&mut conn).await, Vec::<String>::new());
+}
+
 /// Reads the session of `PHONE` on its own connection.
 async fn read_session(store: &Db) -> sessions::Loaded {
     let mut conn = store.pool().acquire().await.unwrap();
