@@ -5,6 +5,8 @@
 //! - `dashboards`: generated, well formed, datasources referenced by uid.
 //! - `compose`: docker-compose.yml mounts files that exist and publishes the ports the
 //!   configs use.
+//! - `exposition`: a scrape holding free-text label values, read by Prometheus's own
+//!   OpenMetrics parser.
 //! - `live`: exporter + Postgres + Prometheus + Alertmanager on loopback, real traffic,
 //!   the failure-ratio page arriving at a test receiver, every rule and dashboard query
 //!   answering, and the exporter-down inhibition.
@@ -16,6 +18,8 @@
 mod compose;
 #[path = "monitoring/dashboards.rs"]
 mod dashboards;
+#[path = "monitoring/exposition.rs"]
+mod exposition;
 #[path = "monitoring/live.rs"]
 mod live;
 #[path = "monitoring/live_queries.rs"]

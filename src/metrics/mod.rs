@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,7 +17,9 @@ use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
 
 mod recorder;
+mod rendered;
 pub use recorder::Recorder;
+use rendered::{push_escaped, LabelSet, RenderedCounters};
 
 /// Provider → handset: most messages arrive within seconds, but an offline phone takes
 /// hours and Meta retries undelivered templates for up to 30 days.
@@ -39,13 +41,41 @@ pub const AI_BUCKETS: [f64; 12] = [
 
 type Hist = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct OutboundLabels {
     pub provider: &'static str,
     pub channel: &'static str,
     pub status: &'static str,
     pub template: String,
     pub category: &'static str,
+}
+
+impl LabelSet for OutboundLabels {
+    fn each(&self, label: &mut dyn FnMut(&'static str, &str)) {
+        label("provider", self.provider);
+        label("channel", self.channel);
+        label("status", self.status);
+        label("template", &self.template);
+        label("category", self.category);
+    }
+}
+
+/// Free text as a label value (an error code, a model name), escaped as OpenMetrics
+/// requires: prometheus-client writes label values as they are, so a double quote or a
+/// line feed in one would break the whole exposition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct LabelText(pub String);
+
+impl EncodeLabelValue for LabelText {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        if !self.0.contains(['\\', '"', '\n']) {
+            return encoder.write_str(&self.0);
+        }
+        let mut escaped = String::with_capacity(self.0.len() + 8);
+        push_escaped(&mut escaped, &self.0);
+        encoder.write_str(&escaped)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,16 +104,26 @@ impl EncodeLabelSet for TypeLabel {
 pub struct ErrorLabels {
     pub provider: &'static str,
     pub channel: &'static str,
-    pub code: String,
+    pub code: LabelText,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct CostLabels {
     pub provider: &'static str,
     pub channel: &'static str,
     pub category: &'static str,
     pub template: String,
     pub currency: String,
+}
+
+impl LabelSet for CostLabels {
+    fn each(&self, label: &mut dyn FnMut(&'static str, &str)) {
+        label("provider", self.provider);
+        label("channel", self.channel);
+        label("category", self.category);
+        label("template", &self.template);
+        label("currency", &self.currency);
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,32 +141,32 @@ pub struct ProviderChannel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AiLabels {
-    pub operation: String,
-    pub model: String,
+    pub operation: LabelText,
+    pub model: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AiRequestLabels {
-    pub operation: String,
-    pub model: String,
+    pub operation: LabelText,
+    pub model: LabelText,
     pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenLabels {
-    pub model: String,
+    pub model: LabelText,
     pub direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelCurrency {
-    pub model: String,
-    pub currency: String,
+    pub model: LabelText,
+    pub currency: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IntentLabels {
-    pub intent: String,
+    pub intent: LabelText,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -268,10 +308,10 @@ pub struct AiObservation {
 
 pub struct Metrics {
     registry: Registry,
-    outbound: Family<OutboundLabels, Counter>,
+    outbound: RenderedCounters<OutboundLabels, Counter>,
     inbound: Family<InboundLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
-    cost: Family<CostLabels, Counter<f64, AtomicU64>>,
+    cost: RenderedCounters<CostLabels, Counter<f64, AtomicU64>>,
     delivery_latency: Hist,
     read_latency: Hist,
     response_latency: Family<ProviderChannel, Histogram, fn() -> Histogram>,
@@ -320,10 +360,16 @@ impl Metrics {
     pub fn new(max_label_values: usize) -> Self {
         let mut registry = Registry::default();
         let m = Self {
-            outbound: Family::default(),
+            outbound: RenderedCounters::new(
+                "messaging_outbound_messages",
+                "Outbound messages by status, each (message, status) counted once",
+            ),
             inbound: Family::default(),
             errors: Family::default(),
-            cost: Family::default(),
+            cost: RenderedCounters::new(
+                "messaging_cost",
+                "Message cost, counted once per message at delivery",
+            ),
             delivery_latency: Family::new_with_constructor(delivery_histogram),
             read_latency: Family::new_with_constructor(read_histogram),
             response_latency: Family::new_with_constructor(response_histogram),
@@ -350,11 +396,6 @@ impl Metrics {
         };
         let r = &mut registry;
         r.register(
-            "messaging_outbound_messages",
-            "Outbound messages by status, each (message, status) counted once",
-            m.outbound.clone(),
-        );
-        r.register(
             "messaging_inbound_messages",
             "Inbound user messages by type",
             m.inbound.clone(),
@@ -363,11 +404,6 @@ impl Metrics {
             "messaging_message_errors",
             "Failed messages and provider errors by error code",
             m.errors.clone(),
-        );
-        r.register(
-            "messaging_cost",
-            "Message cost, counted once per message at delivery",
-            m.cost.clone(),
         );
         r.register_with_unit(
             "messaging_delivery_latency",
@@ -494,15 +530,16 @@ impl Metrics {
     pub fn record(&self, t: &Tally) {
         for o in &t.outbound {
             let template = self.template.admit(&o.template, &self.label_overflow);
-            self.outbound
-                .get_or_create(&OutboundLabels {
-                    provider: o.provider.as_str(),
-                    channel: o.channel.as_str(),
-                    status: o.status.as_str(),
-                    template,
-                    category: category::label(o.category),
-                })
-                .inc();
+            let labels = OutboundLabels {
+                provider: o.provider.as_str(),
+                channel: o.channel.as_str(),
+                status: o.status.as_str(),
+                template,
+                category: category::label(o.category),
+            };
+            self.outbound.with(labels, |n| {
+                n.inc();
+            });
         }
         for (p, c, kind) in &t.inbound {
             self.inbound
@@ -514,7 +551,7 @@ impl Metrics {
                 .inc();
         }
         for (p, c, code) in &t.errors {
-            let code = self.code.admit(code, &self.label_overflow);
+            let code = LabelText(self.code.admit(code, &self.label_overflow));
             self.errors
                 .get_or_create(&ErrorLabels {
                     provider: p.as_str(),
@@ -525,15 +562,16 @@ impl Metrics {
         }
         for c in &t.cost {
             let template = self.template.admit(&c.template, &self.label_overflow);
-            self.cost
-                .get_or_create(&CostLabels {
-                    provider: c.provider.as_str(),
-                    channel: c.channel.as_str(),
-                    category: category::label(c.category),
-                    template,
-                    currency: c.currency.clone(),
-                })
-                .inc_by(c.amount);
+            let labels = CostLabels {
+                provider: c.provider.as_str(),
+                channel: c.channel.as_str(),
+                category: category::label(c.category),
+                template,
+                currency: c.currency.clone(),
+            };
+            self.cost.with(labels, |spent| {
+                spent.inc_by(c.amount);
+            });
         }
         observe_all(&self.delivery_latency, &t.delivery_latency);
         observe_all(&self.read_latency, &t.read_latency);
@@ -560,8 +598,8 @@ impl Metrics {
     }
 
     pub fn record_ai(&self, a: &AiObservation) {
-        let operation = self.operation.admit(&a.operation, &self.label_overflow);
-        let model = self.model.admit(&a.model, &self.label_overflow);
+        let operation = LabelText(self.operation.admit(&a.operation, &self.label_overflow));
+        let model = LabelText(self.model.admit(&a.model, &self.label_overflow));
         self.ai_latency
             .get_or_create(&AiLabels {
                 operation: operation.clone(),
@@ -590,12 +628,12 @@ impl Metrics {
             self.ai_cost
                 .get_or_create(&ModelCurrency {
                     model: model.clone(),
-                    currency: currency.clone(),
+                    currency: LabelText(currency.clone()),
                 })
                 .inc_by(*amount);
         }
         if let Some(intent) = &a.intent {
-            let intent = self.intent.admit(intent, &self.label_overflow);
+            let intent = LabelText(self.intent.admit(intent, &self.label_overflow));
             self.ai_intents
                 .get_or_create(&IntentLabels { intent })
                 .inc();
@@ -645,7 +683,11 @@ impl Metrics {
     pub fn encode(&self) -> String {
         let room = self.last_size.load(Ordering::Relaxed);
         let mut out = String::with_capacity(room + room / 8);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        self.outbound.encode(&mut out);
+        self.cost.encode(&mut out);
+        prometheus_client::encoding::text::encode_eof(&mut out)
             .expect("writing to a String cannot fail");
         self.last_size.store(out.len(), Ordering::Relaxed);
         out

@@ -114,7 +114,7 @@ mod tests {
     use crate::domain::status::Status;
     use crate::domain::tally::OutboundCount;
     use crate::domain::{Channel, Provider};
-    use crate::metrics::{AiLabels, OutboundLabels};
+    use crate::metrics::{AiLabels, LabelText};
 
     fn sent(template: &str) -> Tally {
         Tally {
@@ -140,13 +140,7 @@ mod tests {
 
     /// What a scrape does to the family while it encodes: hold its read lock.
     fn hold_outbound_read_lock(metrics: &Metrics) -> impl Drop + '_ {
-        metrics.outbound.get_or_create(&OutboundLabels {
-            provider: "meta",
-            channel: "whatsapp",
-            status: "sent",
-            template: "held".to_owned(),
-            category: "unknown",
-        })
+        metrics.outbound.hold_read_lock()
     }
 
     /// Runs `f` on another thread and says whether it returned within 5 s.
@@ -195,8 +189,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new(100));
         let recorder = Recorder::start(metrics.clone());
         let scrape = metrics.ai_latency.get_or_create(&AiLabels {
-            operation: "held".to_owned(),
-            model: "held".to_owned(),
+            operation: LabelText("held".to_owned()),
+            model: LabelText("held".to_owned()),
         });
         let caller = recorder.clone();
         let call = AiObservation {
