@@ -1,5 +1,6 @@
-//! Every metric of CONTRACT §4, in one struct of prometheus-client families, and the
-//! label-cardinality guard. Nothing else touches the registry.
+//! Every metric of CONTRACT §4 in one struct, and the label-cardinality guard. The two
+//! template-labelled counters are [`rendered`] families, the rest prometheus-client's;
+//! nothing else touches the registry.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -678,8 +679,8 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// The OpenMetrics text exposition. With many series it takes tens of milliseconds of
-    /// CPU: call it off the async workers (`spawn_blocking`).
+    /// The OpenMetrics text exposition. With 100k series it takes milliseconds of CPU:
+    /// call it off the async workers (`spawn_blocking`).
     pub fn encode(&self) -> String {
         let room = self.last_size.load(Ordering::Relaxed);
         let mut out = String::with_capacity(room + room / 8);
