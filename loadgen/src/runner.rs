@@ -374,6 +374,25 @@ pub struct Repeated {
     pub errors: u64,
 }
 
+/// [`repeat`] on a thread and runtime of its own, as Prometheus is a process of its own:
+/// reading a 12 MiB reply is then not stretched by the generator's ingest workers.
+pub async fn repeat_apart(
+    addr: SocketAddr,
+    req: Req,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Repeated> {
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(repeat(addr, req, pause, stop))
+    });
+    tokio::task::spawn_blocking(move || thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the scraper thread panicked"))?
+}
+
 /// Repeats `req` on one connection until `stop`, pausing `pause` between requests:
 /// the scraper of scenario 5.
 pub async fn repeat(

@@ -977,7 +977,7 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
         let idle = {
             let stop = Arc::new(AtomicBool::new(false));
             let s2 = stop.clone();
-            let h = tokio::spawn(runner::repeat(
+            let h = tokio::spawn(runner::repeat_apart(
                 exp.addr,
                 Req::get(Kind::Metrics, "/metrics"),
                 Duration::from_millis(50),
@@ -1014,7 +1014,7 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
         let items: Vec<Item> = metas.iter().map(|m| webhook_item(&messages, m)).collect();
         let before = scrape(&exp).await?;
         let stop = Arc::new(AtomicBool::new(false));
-        let scraper = tokio::spawn(runner::repeat(
+        let scraper = tokio::spawn(runner::repeat_apart(
             exp.addr,
             Req::get(Kind::Metrics, "/metrics"),
             Duration::from_millis(200),
