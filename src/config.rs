@@ -87,7 +87,7 @@ pub struct Config {
     pub max_concurrent_requests: usize,
 
     /// Transactions a large group-commit batch is cut into (by phone) and run at once, on
-    /// Postgres; default 2. SQLite always uses one.
+    /// Postgres; default 3. SQLite always uses one.
     #[arg(long, env = "DB_WRITERS")]
     pub db_writers: Option<usize>,
 
