@@ -38,7 +38,7 @@ struct Cli {
     #[arg(long, default_value_t = 10)]
     duration: u64,
     /// Events per second pre-built per scenario: the most any scenario can send (scenario 2,
-    /// batched statuses: twice this).
+    /// batched statuses: three times this).
     #[arg(long, default_value_t = 40_000.0)]
     max_rate: f64,
     /// Smoke mode: this many items per scenario, sent whatever the time; checks counts.
