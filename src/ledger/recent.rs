@@ -446,17 +446,10 @@ mod tests {
         );
     }
 
-    /// Bytes malloc has handed out and not had back, mapped chunks included.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn allocated() -> usize {
-        // SAFETY: `mallinfo2` reads malloc's statistics; it has no preconditions.
-        let info = unsafe { libc::mallinfo2() };
-        info.uordblks + info.hblkhd
-    }
-
     #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn a_full_cache_keeps_its_memory_while_it_replaces_rows() {
+        // This thread's bytes only: other tests allocate beside it.
+        let allocated = crate::test_alloc::held_by_this_thread;
         let capacity = 32_768;
         let mut kept = Kept::new(NonZeroUsize::new(capacity).unwrap());
         let session = |i: usize| (sessions::absent(&format!("+55119{i:08}")).0, Some(1));
