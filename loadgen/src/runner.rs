@@ -382,15 +382,13 @@ pub async fn repeat_apart(
     pause: Duration,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Repeated> {
-    let thread = std::thread::spawn(move || {
+    tokio::task::spawn_blocking(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(repeat(addr, req, pause, stop))
-    });
-    tokio::task::spawn_blocking(move || thread.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the scraper thread panicked"))?
+    })
+    .await?
 }
 
 /// Repeats `req` on one connection until `stop`, pausing `pause` between requests:
