@@ -37,11 +37,10 @@ impl App {
             .context("loading settings")?;
         let settings = Arc::new(SettingsCache::new(settings));
         let grace_ms = i64::try_from(config.grace().as_millis()).unwrap_or(i64::MAX);
-        let batch_parts = match (config.db_writers, db.backend()) {
+        let batch_parts = match db.backend() {
             // SQLite allows one writer at a time: more would only queue on its lock.
-            (_, Backend::Sqlite) => 1,
-            (Some(n), _) => n.max(1),
-            (None, _) => crate::ledger::DEFAULT_BATCH_PARTS,
+            Backend::Sqlite => 1,
+            Backend::Postgres => config.db_writers,
         };
         let metrics = Arc::new(Metrics::new(config.max_label_values));
         let ledger = Ledger::new(

@@ -87,9 +87,10 @@ pub struct Config {
     pub max_concurrent_requests: usize,
 
     /// Transactions a large group-commit batch is cut into (by phone) and run at once, on
-    /// Postgres; default 3. SQLite always uses one.
-    #[arg(long, env = "DB_WRITERS")]
-    pub db_writers: Option<usize>,
+    /// Postgres (1 to 64). SQLite always uses one.
+    #[arg(long, env = "DB_WRITERS", default_value_t = crate::ledger::DEFAULT_BATCH_PARTS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub db_writers: usize,
 
     /// Database connections per process.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -205,7 +206,20 @@ mod tests {
         assert_eq!(c.retention_days, 90);
         assert_eq!(c.max_label_values, 200);
         assert_eq!(c.kept_rows, 8_192);
+        assert_eq!(c.db_writers, 3, "README's table says 3");
         assert!(c.check().is_ok());
+    }
+
+    #[test]
+    fn db_writers_out_of_its_range_is_refused_with_the_range() {
+        assert_eq!(parse(&["--db-writers", "1"]).db_writers, 1);
+        let err = Config::try_parse_from(["messaging-exporter", "--db-writers", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--db-writers") && err.contains("1..=64"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -116,8 +116,8 @@ impl From<StoreError> for NotStored {
     }
 }
 
-/// Transactions a large batch is cut into, by phone ([`partition`]), unless
-/// `--db-writers` says otherwise (SQLite always has one writer). Two run a batch of
+/// `--db-writers`' default: transactions a large batch is cut into, by phone
+/// ([`partition`]) (SQLite always has one writer). Two run a batch of
 /// batched webhooks on two Postgres backends at once (with HOT rewrites and smaller
 /// rows: 34.5k → 60.3k statuses/s); three, in nine alternating rounds on two cores,
 /// 68–83k statuses/s against 56–81k (mean +4%), the batch no longer waiting as long on

@@ -344,8 +344,8 @@ async fn a_hanging_database_gives_503_within_the_timeout_and_the_pool_recovers()
     expect_totals(&app.scrape().await);
 }
 
-/// A webhook large enough to be cut in two transactions, one of which the database
-/// refuses (a trigger stands in for a fault that hits one part): the request gets 503,
+/// A webhook large enough to be cut into transactions by phone (`--db-writers`), one of
+/// which the database refuses (a trigger stands in for a fault that hits one part): the request gets 503,
 /// the part that committed is counted, and the provider's retry counts the rest, so every
 /// status counts exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
