@@ -18,8 +18,6 @@ pub mod providers;
 pub mod settings_cache;
 pub mod store;
 pub mod telemetry;
-#[cfg(test)]
-mod test_alloc;
 
 pub use app::App;
 pub use config::Config;
