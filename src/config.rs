@@ -198,6 +198,13 @@ mod tests {
         Config::try_parse_from(all).unwrap()
     }
 
+    /// What clap says when it refuses `args`.
+    fn refusal(args: &[&str]) -> String {
+        let mut all = vec!["messaging-exporter"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap_err().to_string()
+    }
+
     #[test]
     fn defaults_match_the_contract() {
         let c = parse(&[]);
@@ -213,22 +220,21 @@ mod tests {
     #[test]
     fn db_writers_out_of_its_range_is_refused_with_the_range() {
         assert_eq!(parse(&["--db-writers", "1"]).db_writers, 1);
-        let err = Config::try_parse_from(["messaging-exporter", "--db-writers", "0"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("--db-writers") && err.contains("1..=64"),
-            "{err}"
-        );
+        assert_eq!(parse(&["--db-writers", "64"]).db_writers, 64);
+        for value in ["0", "65"] {
+            let err = refusal(&["--db-writers", value]);
+            assert!(
+                err.contains("--db-writers") && err.contains("1..=64"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
     fn kept_rows_past_its_range_is_refused_with_the_range() {
         assert_eq!(parse(&["--kept-rows", "0"]).kept_rows, 0);
         assert_eq!(parse(&["--kept-rows", "1048576"]).kept_rows, 1_048_576);
-        let err = Config::try_parse_from(["messaging-exporter", "--kept-rows", "1048577"])
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&["--kept-rows", "1048577"]);
         assert!(
             err.contains("--kept-rows") && err.contains("1048576"),
             "{err}"
