@@ -7,6 +7,7 @@ use messaging_exporter::{app, telemetry, App, Config};
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,6 +35,28 @@ fn limit_malloc_arenas() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
+
+/// Each client holds a file descriptor, and the usual soft limit (1,024) is what a thousand
+/// slow clients would exhaust, refusing everyone else's connections: the soft limit is
+/// raised to the hard one, as servers do.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a struct owned here.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn raise_open_files_limit() {}
 
 async fn start() -> ExitCode {
     let config = Config::parse();

@@ -4,18 +4,24 @@
 //! - a client must send its request headers within `header_read_timeout`;
 //! - a request (body read and handling) must finish within `request_timeout` (408 after);
 //! - at most `max_concurrent_requests` are handled at once; more get 503 at once rather
-//!   than queueing without bound (providers retry 503);
+//!   than queueing without bound (providers retry 503). A request takes its place only
+//!   once its body has arrived, so clients that trickle bodies hold a connection each but
+//!   no place, and cannot starve signed webhooks or the bot (CONTRACT §6.10); health,
+//!   readiness and scrapes take none at all, so an overloaded exporter is not restarted
+//!   by its liveness probe;
 //! - the body limit (1 MiB) is enforced where bodies are read (`body.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -24,6 +30,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, info, warn};
+
+use super::body::MAX_BODY_BYTES;
+use super::error::ApiError;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -42,6 +51,13 @@ pub fn with_limits(router: Router, limits: &Limits) -> Router {
             move |req: Request, next: Next| {
                 let permits = permits.clone();
                 async move {
+                    if UNCAPPED.contains(&req.uri().path()) {
+                        return next.run(req).await;
+                    }
+                    let req = match body_arrived(req).await {
+                        Ok(req) => req,
+                        Err(refused) => return refused,
+                    };
                     match permits.try_acquire() {
                         Ok(_permit) => next.run(req).await,
                         Err(_) => overloaded(),
@@ -53,6 +69,40 @@ pub fn with_limits(router: Router, limits: &Limits) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+}
+
+/// Cheap routes a probe or Prometheus calls, served whatever the load.
+const UNCAPPED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The request with its body read into memory, up to one byte past the limit (the
+/// handler refuses an oversized body in its own terms, counting a refused webhook). A
+/// body declared over the limit is left unread for the handler to refuse at once.
+async fn body_arrived(req: Request) -> Result<Request, Response> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Ok(req);
+    }
+    let (parts, mut body) = req.into_parts();
+    let mut bytes = Vec::new();
+    while bytes.len() <= MAX_BODY_BYTES {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Some(chunk) = frame.data_ref() {
+                    bytes.extend_from_slice(chunk);
+                }
+            }
+            Some(Err(e)) => {
+                let e = ApiError::Malformed(format!("could not read the request body: {e}"));
+                return Err(e.into_response());
+            }
+            None => break,
+        }
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 fn overloaded() -> Response {
