@@ -52,7 +52,8 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// 200 when the database answers, else 503.
+/// 200 when the database answers and, after a write failed for want of storage, a write
+/// succeeds again; else 503.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -63,7 +64,7 @@ async fn healthz() -> &'static str {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    let ready = state.db.ping().await;
+    let ready = state.db.ready(state.clock.now_ms()).await;
     state.metrics.set_ready(ready);
     if ready {
         (StatusCode::OK, "ready")

@@ -13,6 +13,9 @@ pub mod queries;
 pub mod reservations;
 pub mod sessions;
 pub mod settings;
+mod write_tx;
+
+pub use write_tx::{is_storage_fault, WriteHealth, WriteTx};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +23,8 @@ use std::time::Duration;
 use anyhow::Context;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyPool, Executor, Transaction};
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use sqlx::{Any, AnyPool, Executor};
+use tokio::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -43,18 +46,9 @@ pub struct Db {
     /// would-be `SQLITE_BUSY` errors into a short queue. `None` on Postgres, where row
     /// locks order concurrent writers.
     write_lock: Option<Arc<Mutex<()>>>,
-}
-
-/// A write transaction (and, on SQLite, the writer lock held until it ends).
-pub struct WriteTx {
-    pub tx: Transaction<'static, Any>,
-    _guard: Option<OwnedMutexGuard<()>>,
-}
-
-impl WriteTx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
-    }
+    /// Longest wait for the writer lock, as for a pooled connection.
+    timeout: Duration,
+    write_health: WriteHealth,
 }
 
 /// Every statement on the keyed pool looks rows up by key. A batch's rows come as one
@@ -124,8 +118,14 @@ async fn open_pool(
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 let setup = match backend {
-                    // A statement that hangs (a held lock) fails instead of piling up.
-                    Backend::Postgres => format!("SET statement_timeout = {timeout_ms}; {setup}"),
+                    // A statement that hangs (a held lock) fails instead of piling up,
+                    // and a transaction whose client went quiet (a network that stopped
+                    // forwarding) is ended by the server rather than holding its locks.
+                    Backend::Postgres => format!(
+                        "SET statement_timeout = {timeout_ms}; \
+                         SET idle_in_transaction_session_timeout = {}; {setup}",
+                        timeout_ms * 2
+                    ),
                     // Statement journals in memory: a multi-row upsert inside a
                     // transaction journals each page it changes so that it can be undone
                     // alone, and in a file that was one `pwrite` per page (a sixth of the
@@ -171,6 +171,8 @@ impl Db {
             keyed,
             backend,
             write_lock,
+            timeout: opts.timeout,
+            write_health: WriteHealth::default(),
         })
     }
 
@@ -258,6 +260,11 @@ impl Db {
         tx.commit().await
     }
 
+    /// `--db-timeout-ms`: the longest wait for a connection, the writer lock or a statement.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -266,13 +273,23 @@ impl Db {
         &self.pool
     }
 
+    /// A write transaction; on SQLite it waits (at most the database timeout) for the
+    /// writer lock first.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         let guard = match &self.write_lock {
-            Some(lock) => Some(lock.clone().lock_owned().await),
+            Some(lock) => Some(
+                tokio::time::timeout(self.timeout, lock.clone().lock_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?,
+            ),
             None => None,
         };
-        let tx = self.keyed.begin().await?;
-        Ok(WriteTx { tx, _guard: guard })
+        WriteTx::begin(self.keyed.acquire().await?, guard).await
+    }
+
+    /// Where writers report storage faults and recoveries.
+    pub fn write_health(&self) -> &WriteHealth {
+        &self.write_health
     }
 
     /// A connection for reads by key, outside any transaction: each statement reads what
@@ -282,9 +299,34 @@ impl Db {
         self.keyed.acquire().await
     }
 
-    /// True when the database answers a trivial query.
-    pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    /// True when the database answers and, if the last write failed for want of storage,
+    /// a write succeeds again (an update of `write_probe`, as large as a batch on SQLite).
+    pub async fn ready(&self, now_ms: i64) -> bool {
+        if !self.write_health.failing() {
+            return sqlx::query("SELECT 1").execute(&self.pool).await.is_ok();
+        }
+        if self.backend == Backend::Sqlite {
+            // The write-ahead log holds copies of pages the database file already has room
+            // for: moving them home and truncating it is the space a full disk can give
+            // back. Best effort: it fails while the disk has no room at all.
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await;
+        }
+        let probe = async {
+            let sql = match self.backend {
+                Backend::Sqlite => {
+                    "UPDATE write_probe SET at_ms = $1, pad = randomblob(65536) WHERE id = 1"
+                }
+                Backend::Postgres => "UPDATE write_probe SET at_ms = $1 WHERE id = 1",
+            };
+            let mut w = self.begin_write().await?;
+            sqlx::query(sql).bind(now_ms).execute(&mut *w.tx).await?;
+            w.commit().await
+        }
+        .await;
+        self.write_health.note(&probe);
+        probe.is_ok()
     }
 
     pub async fn close(&self) {

@@ -71,7 +71,7 @@ impl Exporter {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut s = String::new();
         std::fs::File::open(&self.log)
             .unwrap()
@@ -80,14 +80,14 @@ impl Exporter {
         s
     }
 
-    fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
             .unwrap();
     }
 
-    async fn scrape(&self) -> Scrape {
+    pub(crate) async fn scrape(&self) -> Scrape {
         Scrape::fetch(&self.client, &self.url("/metrics")).await
     }
 }
