@@ -43,6 +43,7 @@ impl App {
             Backend::Postgres => config.db_writers,
         };
         let metrics = Arc::new(Metrics::new(config.max_label_values));
+        let recorder = Recorder::start(metrics.clone());
         let ledger = Ledger::new(
             db.clone(),
             settings.clone(),
@@ -51,6 +52,7 @@ impl App {
             batch_parts,
             config.kept_rows as usize,
             metrics.ledger_counters(),
+            recorder.clone(),
         );
         metrics.set_ready(true);
         let presend_reads = StateReader::new(db.clone());
@@ -59,7 +61,7 @@ impl App {
             config: Arc::new(config),
             db,
             ledger,
-            recorder: Recorder::start(metrics.clone()),
+            recorder,
             metrics,
             presend_reads,
             reserver,

@@ -15,8 +15,9 @@ use crate::store;
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
-/// Messages settled per sweep transaction.
-const SWEEP_BATCH: i64 = 500;
+/// Messages settled per sweep transaction; a sweep runs transactions until one settles
+/// fewer, so that the backlog drains at the rate the database allows, not at a fixed rate.
+const SWEEP_BATCH: i64 = 1_000;
 
 /// Starts the background tasks; they stop when the returned set is dropped or aborted.
 pub fn spawn(state: &AppState) -> JoinSet<()> {
@@ -25,9 +26,15 @@ pub fn spawn(state: &AppState) -> JoinSet<()> {
     tasks.spawn(every(SWEEP_EVERY, move || {
         let s = s.clone();
         async move {
-            match s.ledger.sweep_unattributed(SWEEP_BATCH).await {
-                Ok(tally) => s.recorder.record(tally),
-                Err(e) => warn!(error = %e, "grace-period sweep failed; retrying next tick"),
+            loop {
+                match s.ledger.sweep_unattributed(SWEEP_BATCH).await {
+                    Ok(settled) if settled as i64 == SWEEP_BATCH => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(error = %e, "grace-period sweep failed; retrying next tick");
+                        break;
+                    }
+                }
             }
         }
     }));
@@ -61,7 +68,8 @@ where
     }
 }
 
-/// Settings changed through another replica, the active-session gauge and readiness.
+/// Settings changed through another replica, the active-session gauge and readiness (a
+/// write that failed for want of storage keeps it off until a write succeeds).
 async fn refresh(s: &AppState) {
     match store::settings::load_versioned(&s.db).await {
         Ok((settings, version)) => s.settings.offer(settings, version),
@@ -73,7 +81,8 @@ async fn refresh(s: &AppState) {
         .fetch_one(s.db.pool())
         .await
         .and_then(|r| r.try_get::<i64, _>(0));
-    s.metrics.set_ready(active.is_ok());
+    let writable = !s.db.write_health().failing() || s.db.ready(s.clock.now_ms()).await;
+    s.metrics.set_ready(active.is_ok() && writable);
     if let Ok(n) = active {
         s.metrics.set_sessions_active(n);
     }

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -21,6 +22,11 @@ pub struct Job<I, O> {
 }
 
 impl<I, O> Job<I, O> {
+    /// True when the caller stopped waiting (its request timed out or was dropped).
+    pub fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
     /// Answers the caller (who may have gone: a dropped request needs no answer).
     pub fn answer(self, result: Result<O, StoreError>) {
         let _ = self.reply.send(result);
@@ -47,12 +53,16 @@ pub fn answer_all<I, O>(jobs: Vec<Job<I, O>>, outputs: Result<Vec<O>, sqlx::Erro
 /// The sending side: callers hand in an input and wait for their own answer.
 pub struct Queue<I, O> {
     tx: mpsc::Sender<Job<I, O>>,
+    /// How long a caller waits for its answer at most (CONTRACT §6.1: a stalled database
+    /// means 503, not a request left hanging).
+    bound: Duration,
 }
 
 impl<I, O> Clone for Queue<I, O> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
+            bound: self.bound,
         }
     }
 }
@@ -60,11 +70,14 @@ impl<I, O> Clone for Queue<I, O> {
 impl<I: Send + 'static, O: Send + 'static> Queue<I, O> {
     /// Starts `workers` tasks sharing one queue. Each takes the first waiting job, then
     /// every job already queued until their total `weight` reaches `max_weight` (one job
-    /// is never split), and hands the batch to `handle`, which answers every job.
+    /// is never split), and hands the batch to `handle`, which answers every job. A
+    /// caller waits at most `bound` for its answer (a wait for the batch ahead, then its
+    /// own: twice the database timeout).
     pub fn start<F, Fut>(
         workers: usize,
         max_weight: usize,
         weight: fn(&I) -> usize,
+        bound: Duration,
         handle: F,
     ) -> Self
     where
@@ -84,18 +97,24 @@ impl<I: Send + 'static, O: Send + 'static> Queue<I, O> {
                 }
             });
         }
-        Self { tx }
+        Self { tx, bound }
     }
 
-    /// Queues `input` and waits for its batch's answer.
+    /// Queues `input` and waits for its batch's answer, at most the queue's bound (then
+    /// the error says the database timed out; the batch may still commit, and its
+    /// handler deals with that).
     pub async fn call(&self, input: I) -> Result<O, StoreError> {
         let (reply, answer) = oneshot::channel();
         let closed = || StoreError::from(sqlx::Error::PoolClosed);
-        self.tx
-            .send(Job { input, reply })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let waited = tokio::time::timeout(self.bound, async {
+            self.tx
+                .send(Job { input, reply })
+                .await
+                .map_err(|_| closed())?;
+            answer.await.map_err(|_| closed())?
+        })
+        .await;
+        waited.unwrap_or_else(|_| Err(sqlx::Error::PoolTimedOut.into()))
     }
 }
 
@@ -133,6 +152,7 @@ mod tests {
             1,
             3,
             |_| 1,
+            Duration::from_secs(60),
             move |batch: Vec<Job<u32, u32>>| {
                 let sizes_tx = sizes_tx.clone();
                 let mut gate = gate.clone();

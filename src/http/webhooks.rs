@@ -15,7 +15,7 @@ use super::error::{ApiError, Result};
 use super::AppState;
 use crate::domain::{Outcome, Provider};
 use crate::events::Event;
-use crate::ledger::{HookCounts, NotStored};
+use crate::ledger::HookCounts;
 use crate::providers::{constant_time_eq, meta, twilio};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -225,21 +225,12 @@ async fn parse_twilio(
     Ok(twilio::parse(&params)?)
 }
 
-/// Stores events, then counts what their commit made countable. On a database error the
-/// caller gets 503 and only what was committed is counted (nothing, unless the request's
-/// batch was cut in parts and some of them committed), so the provider's retry counts the
-/// rest exactly once.
+/// Stores events; the ledger counts what their commit made countable. On a database
+/// error the caller gets 503 and only what was committed is counted (nothing, unless the
+/// request's batch was cut in parts and some of them committed, or its commit finished
+/// after the wait for it ended), so the provider's retry counts the rest exactly once.
 pub(super) async fn store_and_count(state: &AppState, events: Vec<Event>) -> Result<HookCounts> {
-    match state.ledger.record(events).await {
-        Ok((tally, hooks)) => {
-            state.recorder.record(tally);
-            Ok(hooks)
-        }
-        Err(NotStored { committed, error }) => {
-            state.recorder.record(committed);
-            Err(error.into())
-        }
-    }
+    Ok(state.ledger.record(events).await?)
 }
 
 /// A refused webhook: counted and logged together. The log names the provider and the

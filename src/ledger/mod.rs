@@ -2,7 +2,9 @@
 //! writer (group commit): each batch is one transaction (a large batch, a few cut by
 //! phone and run at once) that reads the rows its events touch, applies the pure rules
 //! of `domain`, writes the rows back and returns, per request, a [`Tally`] of what the
-//! commit made countable. Callers increment metrics only with what committed, so a
+//! commit made countable. The ledger hands that tally to the metrics recorder itself, as
+//! soon as the commit returns and whatever became of the request meanwhile (CONTRACT
+//! §6.1: a request that timed out or hung up does not lose what its commit counted). A
 //! failed commit counts nothing (rule 6) and a retry is judged against what was stored.
 
 mod batch;
@@ -14,14 +16,13 @@ mod writer;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use sqlx::AnyConnection;
 use tracing::{debug, warn};
 
 use crate::clock::SharedClock;
 use crate::domain::tally::Tally;
 use crate::domain::Outcome;
 use crate::events::Event;
-use crate::metrics::{LedgerCounters, RetryLabels};
+use crate::metrics::{LedgerCounters, Recorder, RetryLabels};
 use crate::settings_cache::SettingsCache;
 use crate::store::{self, messages, Backend, Db};
 
@@ -42,6 +43,7 @@ pub(crate) struct Inner {
     grace_ms: i64,
     counters: LedgerCounters,
     recent: recent::Recent,
+    recorder: Recorder,
 }
 
 /// The reply of a send hook: how many reports were new and how many repeats.
@@ -98,24 +100,6 @@ impl From<(Tally, HookCounts)> for Recorded {
     }
 }
 
-/// A request that was not stored whole. When a large batch ran in parts, its events may
-/// have been committed in parts: what the parts that did commit made countable must be counted
-/// (the provider's retry finds them stored and counts only the rest).
-#[derive(Debug)]
-pub struct NotStored {
-    pub committed: Tally,
-    pub error: StoreError,
-}
-
-impl From<StoreError> for NotStored {
-    fn from(error: StoreError) -> Self {
-        Self {
-            committed: Tally::default(),
-            error,
-        }
-    }
-}
-
 /// `--db-writers`' default: transactions a large batch is cut into, by phone
 /// ([`partition`]) (SQLite always has one writer). Two run a batch of
 /// batched webhooks on two Postgres backends at once (with HOT rewrites and smaller
@@ -126,8 +110,9 @@ pub const DEFAULT_BATCH_PARTS: usize = 3;
 
 impl Ledger {
     /// Starts the writer task (needs a Tokio runtime); its large batches run as
-    /// `batch_parts` transactions at once, and it keeps up to `kept_rows` committed rows
-    /// per table (see [`recent`]).
+    /// `batch_parts` transactions at once, it keeps up to `kept_rows` committed rows
+    /// per table (see [`recent`]), and what it commits goes to `recorder`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Db,
         settings: Arc<SettingsCache>,
@@ -136,6 +121,7 @@ impl Ledger {
         batch_parts: usize,
         kept_rows: usize,
         counters: LedgerCounters,
+        recorder: Recorder,
     ) -> Self {
         let inner = Arc::new(Inner {
             db,
@@ -144,14 +130,18 @@ impl Ledger {
             grace_ms,
             counters,
             recent: recent::Recent::new(kept_rows),
+            recorder,
         });
         let queue = writer::spawn(inner.clone(), batch_parts);
         Self { inner, queue }
     }
 
-    /// Records one request's events and returns what to count, once they are durable.
-    /// Takes the events by value: they travel to the writer task without a copy.
-    pub async fn record(&self, events: Vec<Event>) -> Result<(Tally, HookCounts), NotStored> {
+    /// Records one request's events once they are durable, and counts what they made
+    /// countable. Takes the events by value: they travel to the writer task without a
+    /// copy. Fails if the events were not all stored within twice the database timeout
+    /// (a wait for the batch ahead, then its own): what did commit, then or later, is
+    /// counted all the same, and the provider's retry counts the rest.
+    pub async fn record(&self, events: Vec<Event>) -> Result<HookCounts, StoreError> {
         if events.iter().all(|e| matches!(e, Event::Ignored(_))) {
             let mut tally = Tally::default();
             for e in &events {
@@ -159,15 +149,13 @@ impl Ledger {
                     tally.outcome(*p, Outcome::Ignored);
                 }
             }
-            return Ok((tally, HookCounts::default()));
+            self.inner.recorder.record(tally);
+            return Ok(HookCounts::default());
         }
         let recorded = self.queue.call(events).await?;
         match recorded.error {
-            None => Ok((recorded.tally, recorded.hooks)),
-            Some(error) => Err(NotStored {
-                committed: recorded.tally,
-                error,
-            }),
+            None => Ok(recorded.hooks),
+            Some(error) => Err(error),
         }
     }
 
@@ -177,38 +165,40 @@ impl Ledger {
     }
 
     /// Counts messages whose send hook did not come within the grace period, as
-    /// `unknown`. Safe on any number of replicas at once: a message is claimed by a
-    /// conditional update, and whoever claims it counts it.
-    pub async fn sweep_unattributed(&self, limit: i64) -> Result<Tally, sqlx::Error> {
+    /// `unknown`, up to `limit` of them in one transaction; returns how many it settled.
+    /// Safe on any number of replicas at once: a message is claimed by a conditional
+    /// update, and whoever claims it counts it.
+    pub async fn sweep_unattributed(&self, limit: i64) -> Result<usize, sqlx::Error> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
-        let mut keys = {
-            let mut conn = inner.db.pool().acquire().await?;
-            messages::pending_before(&mut conn, now - inner.grace_ms, limit).await?
-        };
-        if keys.is_empty() {
-            return Ok(Tally::default());
-        }
-        keys.sort(); // the one lock order
         let settings = inner.settings.get();
         let mut tally = Tally::default();
         let mut w = inner.db.begin_write().await?;
-        let mut settled = Vec::with_capacity(keys.len());
-        for (provider, id) in &keys {
-            let conn: &mut AnyConnection = &mut w.tx;
-            if let Some((mut m, version)) = messages::lock_pending(conn, provider, id).await? {
-                m.settle(now, inner.grace_ms, &settings, &mut tally);
-                settled.push((m, version));
-            }
+        let mut claimed = messages::claim_pending(&mut w.tx, now - inner.grace_ms, limit).await?;
+        if claimed.is_empty() {
+            w.commit().await?;
+            return Ok(0);
         }
-        let refs: Vec<_> = settled.iter().map(|(m, v)| (m, *v)).collect();
+        claimed.sort_by(|(a, _), (b, _)| {
+            (a.provider.as_str(), &a.message_id).cmp(&(b.provider.as_str(), &b.message_id))
+        });
+        for (m, _) in &mut claimed {
+            m.settle(now, inner.grace_ms, &settings, &mut tally);
+        }
+        let refs: Vec<_> = claimed.iter().map(|(m, v)| (m, *v)).collect();
         messages::save_many(&mut w.tx, &refs, now).await?;
         let committed = w.commit().await;
         // Kept copies of the settled rows are behind now (and perhaps even if the commit
         // failed: it may have reached the database).
-        inner.recent.forget(keys.iter().map(|(_, id)| id.as_str()));
+        inner
+            .recent
+            .forget(claimed.iter().map(|(m, _)| m.message_id.as_str()));
+        inner.db.write_health().note(&committed);
         match committed {
-            Ok(()) => Ok(tally),
+            Ok(()) => {
+                inner.recorder.record(tally);
+                Ok(claimed.len())
+            }
             Err(e) => {
                 warn!(error = %e, "grace-period sweep did not commit; it will run again");
                 Err(e)
@@ -263,7 +253,10 @@ impl Inner {
                     let labels = RetryLabels { reason };
                     self.counters.retries.get_or_create(&labels).inc();
                 }
-                other => return other,
+                other => {
+                    self.db.write_health().note(&other);
+                    return other;
+                }
             }
         }
     }

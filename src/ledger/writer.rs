@@ -34,13 +34,31 @@ type Job = group_commit::Job<Vec<Event>, Recorded>;
 
 /// Starts the writer task; its large batches are cut into `parts` transactions.
 pub(super) fn spawn(inner: Arc<Inner>, parts: usize) -> Queue {
-    Queue::start(1, MAX_BATCH_EVENTS, Vec::len, move |jobs| {
+    let bound = inner.db.timeout() * 2;
+    Queue::start(1, MAX_BATCH_EVENTS, Vec::len, bound, move |jobs| {
         let inner = inner.clone();
         async move { commit(inner, jobs, parts).await }
     })
 }
 
+/// Runs a batch in a task of its own and waits for it at most the database timeout. A
+/// batch stuck on a database that stopped answering keeps its connection until the
+/// database answers or the connection dies, and is still counted if it commits; the
+/// batches behind it go on meanwhile (and fail fast while the database is away).
 async fn commit(inner: Arc<Inner>, mut jobs: Vec<Job>, parts: usize) {
+    // A caller that gave up (timed out, hung up) was answered 503 or nothing: storing its
+    // events now would only make its provider's retry a duplicate.
+    jobs.retain(|job| !job.abandoned());
+    if jobs.is_empty() {
+        return;
+    }
+    let stall = inner.db.timeout();
+    let batch = tokio::spawn(commit_and_count(inner, jobs, parts));
+    let _ = tokio::time::timeout(stall, batch).await;
+}
+
+/// Commits a batch, counts what it committed, then answers its callers.
+async fn commit_and_count(inner: Arc<Inner>, mut jobs: Vec<Job>, parts: usize) {
     let events: usize = jobs.iter().map(|j| j.input.len()).sum();
     let requests: Vec<Vec<Event>> = jobs
         .iter_mut()
@@ -51,7 +69,8 @@ async fn commit(inner: Arc<Inner>, mut jobs: Vec<Job>, parts: usize) {
     } else {
         run_in_parts(&inner, requests, parts).await
     };
-    for (job, answer) in jobs.into_iter().zip(answers) {
+    for (job, mut answer) in jobs.into_iter().zip(answers) {
+        inner.recorder.record(std::mem::take(&mut answer.tally));
         job.answer(Ok(answer));
     }
 }

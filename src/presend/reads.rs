@@ -21,10 +21,12 @@ pub struct StateReader {
 impl StateReader {
     /// Starts the reading tasks (needs a Tokio runtime).
     pub fn new(db: Db) -> Self {
+        let bound = db.timeout() * 2;
         let queue = Queue::start(
             READERS,
             MAX_BATCH,
             |_| 1,
+            bound,
             move |jobs| {
                 let db = db.clone();
                 async move { read(&db, jobs).await }

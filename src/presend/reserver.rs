@@ -42,6 +42,7 @@ struct Inner {
 impl Reserver {
     /// Starts the batching task (needs a Tokio runtime).
     pub fn new(db: Db, settings: Arc<SettingsCache>, clock: SharedClock) -> Self {
+        let bound = db.timeout() * 2;
         let inner = Arc::new(Inner {
             db,
             settings,
@@ -51,6 +52,7 @@ impl Reserver {
             1,
             MAX_BATCH,
             |_| 1,
+            bound,
             move |jobs| {
                 let inner = inner.clone();
                 async move { inner.commit(jobs).await }
@@ -67,7 +69,13 @@ impl Reserver {
 }
 
 impl Inner {
-    async fn commit(&self, jobs: Vec<Job<String, Taken>>) {
+    async fn commit(&self, mut jobs: Vec<Job<String, Taken>>) {
+        // A check that gave up was answered 503: a slot taken for it would hold the
+        // phone with a reservation nobody can confirm or release.
+        jobs.retain(|job| !job.abandoned());
+        if jobs.is_empty() {
+            return;
+        }
         let phones: Vec<&str> = jobs.iter().map(|j| j.input.as_str()).collect();
         let mut attempt = 0;
         let result = loop {
@@ -79,6 +87,7 @@ impl Inner {
                 other => break other,
             }
         };
+        self.db.write_health().note(&result);
         answer_all(jobs, result);
     }
 

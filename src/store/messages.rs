@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::json_rows::{self, backend_of, Statement};
+use super::Backend;
 
 use crate::domain::category::Category;
 use crate::domain::message::{Hook, Labels, MessageError, MessageState, Observed};
@@ -189,48 +190,41 @@ pub async fn lock_or_create_many(
     in_key_order(keys, &rows, now_ms)
 }
 
-static LOCK_PENDING: Statement = Statement::new(|_| {
+/// Claims the messages whose grace period ended by `cutoff_ms` with statuses still
+/// uncounted (oldest first, at most `limit`), bumping their versions; see
+/// [`claim_pending`].
+static CLAIM_PENDING: Statement = Statement::new(|backend| {
+    // Replicas sweeping at once each take rows the others have not locked.
+    let skip_locked = match backend {
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        Backend::Sqlite => "",
+    };
     format!(
         "UPDATE outbound_messages SET version = version + 1 \
-         WHERE provider = $1 AND message_id = $2 AND label_fixed = 0 RETURNING {}, version",
+         WHERE (provider, message_id) IN (\
+           SELECT provider, message_id FROM outbound_messages \
+           WHERE label_fixed = 0 AND first_seen_ms <= $1 AND seen_mask <> 0 \
+           ORDER BY first_seen_ms LIMIT $2{skip_locked}) \
+         AND label_fixed = 0 RETURNING {}, version",
         COLUMNS.join(", ")
     )
 });
 
-/// Locks a message that is still waiting for attribution; `None` if another replica
-/// settled it first (or it is gone).
-pub async fn lock_pending(
-    conn: &mut AnyConnection,
-    provider: &str,
-    message_id: &str,
-) -> Result<Option<Loaded>, sqlx::Error> {
-    let row = LOCK_PENDING
-        .query(backend_of(conn))
-        .bind(provider)
-        .bind(message_id)
-        .fetch_optional(conn)
-        .await?;
-    row.map(|row| Ok((from_row(&row)?, Some(row.try_get::<i64, _>("version")?))))
-        .transpose()
-}
-
-/// Messages whose grace period ended before `cutoff_ms` with statuses still uncounted.
-pub async fn pending_before(
+/// Locks, in one statement, up to `limit` messages still waiting for attribution whose
+/// grace period ended by `cutoff_ms`, with the versions their write-back must find.
+pub async fn claim_pending(
     conn: &mut AnyConnection,
     cutoff_ms: i64,
     limit: i64,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT provider, message_id FROM outbound_messages \
-         WHERE label_fixed = 0 AND first_seen_ms <= $1 AND seen_mask <> 0 \
-         ORDER BY first_seen_ms LIMIT $2",
-    )
-    .bind(cutoff_ms)
-    .bind(limit)
-    .fetch_all(conn)
-    .await?;
+) -> Result<Vec<Loaded>, sqlx::Error> {
+    let rows = CLAIM_PENDING
+        .query(backend_of(conn))
+        .bind(cutoff_ms)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .map(|row| Ok((from_row(row)?, Some(row.try_get::<i64, _>("version")?))))
         .collect()
 }
 

@@ -488,9 +488,13 @@ pub fn template_hook(
 
 /// A TCP proxy in front of Postgres that can be cut: `down()` drops every connection and
 /// refuses new ones, like a database that went away; `up()` lets them through again.
+/// `stall_replies()` stops forwarding what the database sends, without closing anything
+/// (a network that black-holes packets): statements still reach it and commit, but their
+/// answers wait until `resume()`.
 pub struct PgProxy {
     pub addr: SocketAddr,
     up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<AbortHandle>>>,
     accept: AbortHandle,
 }
@@ -500,20 +504,28 @@ impl PgProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Arc::new(AtomicBool::new(true));
+        let stalled = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let (up2, conns2) = (up.clone(), conns.clone());
+        let (up2, stalled2, conns2) = (up.clone(), stalled.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
                 if !up2.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
+                let stalled = stalled2.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect("127.0.0.1:5432").await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    if let Ok(server) = TcpStream::connect("127.0.0.1:5432").await {
+                        let (client_rx, client_tx) = client.into_split();
+                        let (server_rx, server_tx) = server.into_split();
+                        let never = Arc::new(AtomicBool::new(false));
+                        tokio::join!(
+                            forward(client_rx, server_tx, never),
+                            forward(server_rx, client_tx, stalled),
+                        );
                     }
                 });
                 conns2.lock().unwrap().push(task.abort_handle());
@@ -523,6 +535,7 @@ impl PgProxy {
         Self {
             addr,
             up,
+            stalled,
             conns,
             accept,
         }
@@ -537,6 +550,36 @@ impl PgProxy {
 
     pub fn up(&self) {
         self.up.store(true, Ordering::SeqCst);
+    }
+
+    pub fn stall_replies(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to`, holding what it read while `stalled` is set.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

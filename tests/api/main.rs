@@ -3,9 +3,12 @@
 
 mod helpers;
 
+mod attribution_backlog;
 mod bad_input;
 mod config;
 mod counting;
+mod database_stall;
+mod disk_full;
 mod fixtures;
 mod openapi;
 mod ops;

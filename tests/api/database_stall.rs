@@ -1,0 +1,134 @@
+//! A database that stops answering without closing anything (CONTRACT §6.1): requests get
+//! 503 within the database timeout, and whatever the database committed meanwhile is
+//! counted once its answer arrives, however long after the request was answered.
+
+use std::time::{Duration, Instant};
+
+use messaging_exporter::clock::ManualClock;
+use serde_json::Value;
+
+use crate::helpers::{
+    config_for, meta_status, template_hook, Backend, PgProxy, Scrape, TestApp, TestDb, T0_MS,
+};
+
+const MESSAGES: usize = 10;
+
+enum Req {
+    Hook(Value),
+    Meta(Vec<u8>),
+}
+
+async fn send(app: &TestApp, req: &Req) -> u16 {
+    match req {
+        Req::Hook(v) => app.post_json("/v1/events/sent", v).await.status().as_u16(),
+        Req::Meta(b) => app.post_meta(b).await.status().as_u16(),
+    }
+}
+
+/// Ten send hooks; `sent` for the first five messages and `delivered` for the rest.
+fn traffic() -> Vec<Req> {
+    let t = T0_MS / 1000;
+    let mut reqs = Vec::new();
+    for i in 0..MESSAGES {
+        let id = format!("wamid.stall{i}");
+        let phone = format!("9198{i:08}");
+        reqs.push(Req::Hook(template_hook(
+            &id, &phone, "promo", "utility", T0_MS,
+        )));
+        let status = if i < MESSAGES / 2 {
+            "sent"
+        } else {
+            "delivered"
+        };
+        reqs.push(Req::Meta(meta_status(&id, status, t + 2, &phone)));
+    }
+    reqs
+}
+
+fn outbound(s: &Scrape, status: &str) -> f64 {
+    s.sum("messaging_outbound_messages_total", &[("status", status)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_means_503_in_time_and_what_it_committed_is_counted() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = PgProxy::start().await;
+    let mut config = config_for(&db.url_via(&proxy));
+    config.db_timeout_ms = 1_000;
+    config.request_timeout_ms = 30_000;
+    let app = TestApp::spawn_with(config, ManualClock::new(T0_MS + 1_000_000)).await;
+    let warm_up = template_hook("wamid.warm", "919800000099", "promo", "utility", T0_MS);
+    assert_eq!(
+        app.post_json("/v1/events/sent", &warm_up).await.status(),
+        202
+    );
+
+    // The database takes every statement (and commits it) but its answers go nowhere.
+    proxy.stall_replies();
+    let reqs = traffic();
+    let started = Instant::now();
+    let codes = all_at_once(&app, &reqs).await;
+    let waited = started.elapsed();
+    assert!(
+        codes.iter().all(|c| *c == 503),
+        "every request during the stall is refused, not acknowledged: {codes:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(15),
+        "503s came after {waited:?}, not within the database timeout (the request timeout is 30 s)"
+    );
+
+    // The answers arrive: each batch that committed is counted now.
+    proxy.resume();
+    // The providers retry every 503 until it is taken; all of them find their events stored
+    // or store them now.
+    for r in &reqs {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match send(&app, r).await {
+                200 | 202 => break,
+                503 if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                code => panic!("a retry after the stall got {code}"),
+            }
+        }
+    }
+    let expected = [
+        ("accepted", MESSAGES + 1),
+        ("sent", MESSAGES),
+        ("delivered", MESSAGES / 2),
+    ];
+    let s = app
+        .wait_for("every committed status to be counted", |s| {
+            expected.iter().all(|(st, n)| outbound(s, st) == *n as f64)
+        })
+        .await;
+    // Once more, as duplicates: nothing is counted twice.
+    for r in &reqs {
+        assert!(matches!(send(&app, r).await, 200 | 202));
+    }
+    let again = app.scrape().await;
+    for (status, n) in expected {
+        assert_eq!(outbound(&again, status), n as f64, "{status}\n{}", s.dump());
+    }
+}
+
+/// Every request at once, each on its own task; their statuses in order.
+async fn all_at_once(app: &TestApp, reqs: &[Req]) -> Vec<u16> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, r) in reqs.iter().enumerate() {
+        let (client, base) = (app.client.clone(), app.url(""));
+        let req = match r {
+            Req::Hook(v) => client.post(format!("{base}/v1/events/sent")).json(v),
+            Req::Meta(b) => client
+                .post(format!("{base}/webhooks/meta"))
+                .header("content-type", "application/json")
+                .body(b.clone()),
+        };
+        tasks.spawn(async move { (i, req.send().await.unwrap().status().as_u16()) });
+    }
+    let mut codes = tasks.join_all().await;
+    codes.sort();
+    codes.into_iter().map(|(_, code)| code).collect()
+}
