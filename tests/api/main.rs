@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod cardinality;
 mod config;
 mod counting;
 mod fixtures;
