@@ -14,6 +14,7 @@ on_both_backends!(
     ai_label_combinations_past_the_series_cap_are_counted_as_other,
     template_combinations_past_the_series_cap_are_counted_as_other,
     currency_is_three_capital_letters_and_bounded_like_template,
+    made_up_http_methods_are_one_method_label,
 );
 
 const MAX_LABEL_VALUES: usize = 50;
@@ -188,4 +189,33 @@ async fn currency_is_three_capital_letters_and_bounded_like_template(backend: Ba
         0.5 * f64::from(past_the_limit)
     );
     assert_eq!(overflow(&s, "currency"), f64::from(past_the_limit));
+}
+
+/// Any client can send any method token: it must not become a series of its own.
+async fn made_up_http_methods_are_one_method_label(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = capped_app(&db).await;
+    for method in ["FOO1", "FOO2", "BAR3"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = app
+            .client
+            .request(method, app.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405);
+    }
+    assert_eq!(app.get("/healthz").await.status(), 200);
+
+    let s = app.scrape().await;
+    let seen: Vec<_> = s
+        .series
+        .iter()
+        .filter(|((n, l), _)| {
+            n == "messaging_exporter_http_request_duration_seconds_count"
+                && l["route"] == "/healthz"
+        })
+        .map(|((_, l), v)| (l["method"].as_str(), l["status"].as_str(), *v))
+        .collect();
+    assert_eq!(seen, [("GET", "200", 1.0), ("other", "405", 3.0)]);
 }
