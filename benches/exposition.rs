@@ -125,7 +125,7 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|");
     for series in [10_000, 100_000] {
         let t = tally(series);
-        let metrics = Metrics::new(series);
+        let metrics = Metrics::new(series, series);
         metrics.record(&t);
         let registry = baseline(&t);
         let ((ours, ours_min, ours_max), bytes) = time(|| metrics.encode());

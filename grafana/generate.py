@@ -552,7 +552,8 @@ def exporter():
         row("Cardinality and pre-send"),
         timeseries("Label overflow",
                    "Values per second reported as \"other\" because the label reached "
-                   "--max-label-values. Anything above zero raises MessagingLabelOverflow.",
+                   "--max-label-values (series: label combinations, because a family reached "
+                   "--max-series). Anything above zero raises MessagingLabelOverflow.",
                    [prom(f"sum by (label) (rate(messaging_label_overflow_total{{{INST}}}[$__rate_interval]))",
                          "{{label}}")], "cps", thresholds=steps("green", (0.0001, "orange"))),
         timeseries("Pre-send decisions by reason",

@@ -42,7 +42,7 @@ impl App {
             Backend::Sqlite => 1,
             Backend::Postgres => config.db_writers,
         };
-        let metrics = Arc::new(Metrics::new(config.max_label_values));
+        let metrics = Arc::new(Metrics::new(config.max_label_values, config.max_series));
         let recorder = Recorder::start(metrics.clone());
         let ledger = Ledger::new(
             db.clone(),

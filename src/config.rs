@@ -62,9 +62,17 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Distinct values kept per bounded label (template, code, model, operation, intent).
+    /// Distinct values kept per bounded label (template, code, model, operation, intent,
+    /// currency).
     #[arg(long, env = "MAX_LABEL_VALUES", default_value_t = 200)]
     pub max_label_values: usize,
+
+    /// Series kept per metric family (100 to 1000000): a new label combination past it is
+    /// counted with its bounded labels as `other`, since per-label limits alone still
+    /// multiply (200 operations × 200 models).
+    #[arg(long, env = "MAX_SERIES", default_value_t = crate::metrics::DEFAULT_MAX_SERIES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(100..=1_000_000))]
+    pub max_series: usize,
 
     /// How long a status waits for the bot's send hook before it counts as template `unknown`.
     #[arg(long, env = "ATTRIBUTION_GRACE_SECONDS", default_value_t = 30)]
@@ -212,6 +220,7 @@ mod tests {
         assert_eq!(c.database_url, "sqlite://messaging-exporter.db");
         assert_eq!(c.retention_days, 90);
         assert_eq!(c.max_label_values, 200);
+        assert_eq!(c.max_series, 10_000);
         assert_eq!(c.kept_rows, 8_192);
         assert_eq!(c.db_writers, 3, "README's table says 3");
         assert!(c.check().is_ok());
@@ -225,6 +234,19 @@ mod tests {
             let err = refusal(&["--db-writers", value]);
             assert!(
                 err.contains("--db-writers") && err.contains("1..=64"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_series_out_of_its_range_is_refused_with_the_range() {
+        assert_eq!(parse(&["--max-series", "100"]).max_series, 100);
+        assert_eq!(parse(&["--max-series", "1000000"]).max_series, 1_000_000);
+        for value in ["99", "1000001"] {
+            let err = refusal(&["--max-series", value]);
+            assert!(
+                err.contains("--max-series") && err.contains("100..=1000000"),
                 "{err}"
             );
         }

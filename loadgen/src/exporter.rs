@@ -36,6 +36,8 @@ pub struct ExporterOpts {
     pub pg_admin_url: String,
     pub grace_seconds: u64,
     pub max_label_values: usize,
+    /// `--max-series`: series per metric family.
+    pub max_series: usize,
     pub extra_args: Vec<String>,
     /// Where the exporter's log and the SQLite file go.
     pub work_dir: PathBuf,
@@ -176,6 +178,7 @@ impl Exporter {
                 &opts.grace_seconds.to_string(),
             ])
             .args(["--max-label-values", &opts.max_label_values.to_string()])
+            .args(["--max-series", &opts.max_series.to_string()])
             .args(&opts.extra_args)
             .env("RUST_LOG", "warn")
             .env_remove("API_KEY")

@@ -63,6 +63,8 @@ pub async fn run_bench(
             // keeps those statuses waiting for them instead of counting as `unknown`.
             grace_seconds: 3600,
             max_label_values: 200,
+            // The exporter's default.
+            max_series: 10_000,
             extra_args,
             work_dir: o.work_dir.clone(),
         };

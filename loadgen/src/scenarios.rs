@@ -964,6 +964,8 @@ pub async fn scrapes(ctx: &mut Ctx, targets: &[usize]) -> anyhow::Result<Vec<Fig
     let mut out = Vec::new();
     let mut opts = ctx.exporter.clone();
     opts.max_label_values = opts.max_label_values.max(50_000);
+    // Most of the 100k series are in the outbound family alone.
+    opts.max_series = opts.max_series.max(1_000_000);
     let exp = Exporter::start(&opts).await?;
     let mut next_template = 0;
     for &target in targets {

@@ -1,6 +1,7 @@
-//! Every metric of CONTRACT §4 in one struct, and the label-cardinality guard. The two
-//! template-labelled counters are [`rendered`] families, the rest prometheus-client's;
-//! nothing else touches the registry.
+//! Every metric of CONTRACT §4 in one struct, and the label-cardinality guards: each
+//! bounded label keeps `--max-label-values` values, each family with one `--max-series`
+//! series ([`cap`]). The two template-labelled counters are [`rendered`] families, the
+//! rest prometheus-client's; nothing else touches the registry.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -17,8 +18,10 @@ use crate::domain::category;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
 
+mod cap;
 mod recorder;
 mod rendered;
+use cap::{Capped, CappedFamily, SeriesCap};
 pub use recorder::Recorder;
 use rendered::{push_escaped, LabelSet, RenderedCounters};
 
@@ -40,6 +43,12 @@ pub const AI_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
 
+/// `--max-series`: CONTRACT §6.4's default.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
+/// The value a bounded label takes past its limit.
+const OTHER: &str = "other";
+
 type Hist = Family<LatencyLabels, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -49,6 +58,15 @@ pub struct OutboundLabels {
     pub status: &'static str,
     pub template: String,
     pub category: &'static str,
+}
+
+impl Capped for OutboundLabels {
+    fn overflowed(&self) -> Self {
+        Self {
+            template: OTHER.to_owned(),
+            ..self.clone()
+        }
+    }
 }
 
 impl LabelSet for OutboundLabels {
@@ -66,6 +84,12 @@ impl LabelSet for OutboundLabels {
 /// line feed in one would break the whole exposition.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct LabelText(pub String);
+
+impl LabelText {
+    fn other() -> Self {
+        Self(OTHER.to_owned())
+    }
+}
 
 impl EncodeLabelValue for LabelText {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
@@ -108,6 +132,15 @@ pub struct ErrorLabels {
     pub code: LabelText,
 }
 
+impl Capped for ErrorLabels {
+    fn overflowed(&self) -> Self {
+        Self {
+            code: LabelText::other(),
+            ..self.clone()
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct CostLabels {
     pub provider: &'static str,
@@ -115,6 +148,16 @@ pub struct CostLabels {
     pub category: &'static str,
     pub template: String,
     pub currency: String,
+}
+
+impl Capped for CostLabels {
+    fn overflowed(&self) -> Self {
+        Self {
+            template: OTHER.to_owned(),
+            currency: OTHER.to_owned(),
+            ..self.clone()
+        }
+    }
 }
 
 impl LabelSet for CostLabels {
@@ -146,11 +189,30 @@ pub struct AiLabels {
     pub model: LabelText,
 }
 
+impl Capped for AiLabels {
+    fn overflowed(&self) -> Self {
+        Self {
+            operation: LabelText::other(),
+            model: LabelText::other(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AiRequestLabels {
     pub operation: LabelText,
     pub model: LabelText,
     pub outcome: &'static str,
+}
+
+impl Capped for AiRequestLabels {
+    fn overflowed(&self) -> Self {
+        Self {
+            operation: LabelText::other(),
+            model: LabelText::other(),
+            outcome: self.outcome,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -159,15 +221,41 @@ pub struct TokenLabels {
     pub direction: &'static str,
 }
 
+impl Capped for TokenLabels {
+    fn overflowed(&self) -> Self {
+        Self {
+            model: LabelText::other(),
+            direction: self.direction,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelCurrency {
     pub model: LabelText,
     pub currency: LabelText,
 }
 
+impl Capped for ModelCurrency {
+    fn overflowed(&self) -> Self {
+        Self {
+            model: LabelText::other(),
+            currency: LabelText::other(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct IntentLabels {
     pub intent: LabelText,
+}
+
+impl Capped for IntentLabels {
+    fn overflowed(&self) -> Self {
+        Self {
+            intent: LabelText::other(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -250,13 +338,22 @@ impl LedgerCounters {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    pub method: String,
+    pub method: &'static str,
     pub route: String,
     pub status: u16,
 }
 
+/// The methods of RFC 9110 and PATCH keep their names; any other token a client sends (hyper
+/// accepts them all) is `other`, or each would be a series of its own.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    ];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or(OTHER)
+}
+
 /// Values that are never counted toward the cardinality limit.
-const FIXED_VALUES: [&str; 3] = ["none", "unknown", "other"];
+const FIXED_VALUES: [&str; 3] = ["none", "unknown", OTHER];
 
 /// Keeps one label at most `max` distinct values; later new values become `other`.
 pub struct LabelGuard {
@@ -289,7 +386,7 @@ impl LabelGuard {
         overflow
             .get_or_create(&LabelName { label: self.name })
             .inc();
-        "other".to_owned()
+        OTHER.to_owned()
     }
 }
 
@@ -311,16 +408,16 @@ pub struct Metrics {
     registry: Registry,
     outbound: RenderedCounters<OutboundLabels, Counter>,
     inbound: Family<InboundLabels, Counter>,
-    errors: Family<ErrorLabels, Counter>,
+    errors: CappedFamily<ErrorLabels, Counter>,
     cost: RenderedCounters<CostLabels, Counter<f64, AtomicU64>>,
     delivery_latency: Hist,
     read_latency: Hist,
     response_latency: Family<ProviderChannel, Histogram, fn() -> Histogram>,
-    ai_latency: Family<AiLabels, Histogram, fn() -> Histogram>,
-    ai_requests: Family<AiRequestLabels, Counter>,
-    ai_tokens: Family<TokenLabels, Counter>,
-    ai_cost: Family<ModelCurrency, Counter<f64, AtomicU64>>,
-    ai_intents: Family<IntentLabels, Counter>,
+    ai_latency: CappedFamily<AiLabels, Histogram>,
+    ai_requests: CappedFamily<AiRequestLabels, Counter>,
+    ai_tokens: CappedFamily<TokenLabels, Counter>,
+    ai_cost: CappedFamily<ModelCurrency, Counter<f64, AtomicU64>>,
+    ai_intents: CappedFamily<IntentLabels, Counter>,
     sessions_active: Gauge,
     presend: Family<DecisionLabels, Counter>,
     webhook_events: Family<WebhookLabels, Counter>,
@@ -334,6 +431,7 @@ pub struct Metrics {
     model: LabelGuard,
     operation: LabelGuard,
     intent: LabelGuard,
+    currency: LabelGuard,
     /// Bytes of the last exposition: the next one starts with room for as much (100k
     /// series are 12.6 MiB, which a growing buffer would copy twice over).
     last_size: AtomicUsize,
@@ -358,31 +456,40 @@ fn http_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub fn new(max_label_values: usize) -> Self {
+    /// `max_label_values` distinct values per bounded label, `max_series` series per
+    /// family that has one.
+    pub fn new(max_label_values: usize, max_series: usize) -> Self {
         let mut registry = Registry::default();
+        let label_overflow = Family::<LabelName, Counter>::default();
+        let series_overflow = label_overflow
+            .get_or_create(&LabelName { label: "series" })
+            .clone();
+        let cap = SeriesCap::new(max_series, series_overflow);
         let m = Self {
             outbound: RenderedCounters::new(
                 "messaging_outbound_messages",
                 "Outbound messages by status, each (message, status) counted once",
+                cap.clone(),
             ),
             inbound: Family::default(),
-            errors: Family::default(),
+            errors: cap.over(Family::default()),
             cost: RenderedCounters::new(
                 "messaging_cost",
                 "Message cost, counted once per message at delivery",
+                cap.clone(),
             ),
             delivery_latency: Family::new_with_constructor(delivery_histogram),
             read_latency: Family::new_with_constructor(read_histogram),
             response_latency: Family::new_with_constructor(response_histogram),
-            ai_latency: Family::new_with_constructor(ai_histogram),
-            ai_requests: Family::default(),
-            ai_tokens: Family::default(),
-            ai_cost: Family::default(),
-            ai_intents: Family::default(),
+            ai_latency: cap.over(Family::new_with_constructor(ai_histogram)),
+            ai_requests: cap.over(Family::default()),
+            ai_tokens: cap.over(Family::default()),
+            ai_cost: cap.over(Family::default()),
+            ai_intents: cap.over(Family::default()),
             sessions_active: Gauge::default(),
             presend: Family::default(),
             webhook_events: Family::default(),
-            label_overflow: Family::default(),
+            label_overflow,
             http_duration: Family::new_with_constructor(http_histogram),
             db_retries: Family::default(),
             batch_reads: Family::default(),
@@ -392,6 +499,7 @@ impl Metrics {
             model: LabelGuard::new("model", max_label_values),
             operation: LabelGuard::new("operation", max_label_values),
             intent: LabelGuard::new("intent", max_label_values),
+            currency: LabelGuard::new("currency", max_label_values),
             last_size: AtomicUsize::new(64 * 1024),
             registry: Registry::default(),
         };
@@ -404,7 +512,7 @@ impl Metrics {
         r.register(
             "messaging_message_errors",
             "Failed messages and provider errors by error code",
-            m.errors.clone(),
+            m.errors.family().clone(),
         );
         r.register_with_unit(
             "messaging_delivery_latency",
@@ -428,27 +536,27 @@ impl Metrics {
             "messaging_ai_latency",
             "AI call latency as reported by the bot",
             Unit::Seconds,
-            m.ai_latency.clone(),
+            m.ai_latency.family().clone(),
         );
         r.register(
             "messaging_ai_requests",
             "AI calls by outcome",
-            m.ai_requests.clone(),
+            m.ai_requests.family().clone(),
         );
         r.register(
             "messaging_ai_tokens",
             "AI tokens by direction",
-            m.ai_tokens.clone(),
+            m.ai_tokens.family().clone(),
         );
         r.register(
             "messaging_ai_cost",
             "AI spend as reported by the bot",
-            m.ai_cost.clone(),
+            m.ai_cost.family().clone(),
         );
         r.register(
             "messaging_ai_intents",
             "Intents the AI classified",
-            m.ai_intents.clone(),
+            m.ai_intents.family().clone(),
         );
         r.register(
             "messaging_sessions_active",
@@ -521,7 +629,14 @@ impl Metrics {
                 .presend
                 .get_or_create(&DecisionLabels { decision, reason });
         }
-        for label in ["template", "code", "model", "operation", "intent"] {
+        for label in [
+            "template",
+            "code",
+            "model",
+            "operation",
+            "intent",
+            "currency",
+        ] {
             let _ = m.label_overflow.get_or_create(&LabelName { label });
         }
         Self { registry, ..m }
@@ -553,13 +668,14 @@ impl Metrics {
         }
         for (p, c, code) in &t.errors {
             let code = LabelText(self.code.admit(code, &self.label_overflow));
-            self.errors
-                .get_or_create(&ErrorLabels {
-                    provider: p.as_str(),
-                    channel: c.as_str(),
-                    code,
-                })
-                .inc();
+            let labels = ErrorLabels {
+                provider: p.as_str(),
+                channel: c.as_str(),
+                code,
+            };
+            self.errors.with(labels, |n| {
+                n.inc();
+            });
         }
         for c in &t.cost {
             let template = self.template.admit(&c.template, &self.label_overflow);
@@ -568,7 +684,7 @@ impl Metrics {
                 channel: c.channel.as_str(),
                 category: category::label(c.category),
                 template,
-                currency: c.currency.clone(),
+                currency: self.currency.admit(&c.currency, &self.label_overflow),
             };
             self.cost.with(labels, |spent| {
                 spent.inc_by(c.amount);
@@ -601,43 +717,43 @@ impl Metrics {
     pub fn record_ai(&self, a: &AiObservation) {
         let operation = LabelText(self.operation.admit(&a.operation, &self.label_overflow));
         let model = LabelText(self.model.admit(&a.model, &self.label_overflow));
-        self.ai_latency
-            .get_or_create(&AiLabels {
-                operation: operation.clone(),
-                model: model.clone(),
-            })
-            .observe(a.seconds);
+        let latency = AiLabels {
+            operation: operation.clone(),
+            model: model.clone(),
+        };
+        self.ai_latency.with(latency, |h| h.observe(a.seconds));
         let outcome = if a.ok { "ok" } else { "error" };
-        self.ai_requests
-            .get_or_create(&AiRequestLabels {
-                operation,
-                model: model.clone(),
-                outcome,
-            })
-            .inc();
+        let request = AiRequestLabels {
+            operation,
+            model: model.clone(),
+            outcome,
+        };
+        self.ai_requests.with(request, |n| {
+            n.inc();
+        });
         for (direction, n) in [("input", a.input_tokens), ("output", a.output_tokens)] {
             if n > 0 {
-                self.ai_tokens
-                    .get_or_create(&TokenLabels {
-                        model: model.clone(),
-                        direction,
-                    })
-                    .inc_by(n);
+                let model = model.clone();
+                self.ai_tokens.with(TokenLabels { model, direction }, |t| {
+                    t.inc_by(n);
+                });
             }
         }
         if let Some((amount, currency)) = &a.cost {
-            self.ai_cost
-                .get_or_create(&ModelCurrency {
-                    model: model.clone(),
-                    currency: LabelText(currency.clone()),
-                })
-                .inc_by(*amount);
+            let currency = LabelText(self.currency.admit(currency, &self.label_overflow));
+            let labels = ModelCurrency {
+                model: model.clone(),
+                currency,
+            };
+            self.ai_cost.with(labels, |spent| {
+                spent.inc_by(*amount);
+            });
         }
         if let Some(intent) = &a.intent {
             let intent = LabelText(self.intent.admit(intent, &self.label_overflow));
-            self.ai_intents
-                .get_or_create(&IntentLabels { intent })
-                .inc();
+            self.ai_intents.with(IntentLabels { intent }, |n| {
+                n.inc();
+            });
         }
     }
 
@@ -672,7 +788,7 @@ impl Metrics {
     pub fn observe_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.http_duration
             .get_or_create(&HttpLabels {
-                method: method.to_owned(),
+                method: method_label(method),
                 route: route.to_owned(),
                 status,
             })

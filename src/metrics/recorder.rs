@@ -155,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_series_waiting_on_a_scrape_blocks_the_recorder_not_the_caller() {
-        let metrics = Arc::new(Metrics::new(100));
+        let metrics = Arc::new(Metrics::new(100, 1_000));
         let recorder = Recorder::start(metrics.clone());
         recorder.record(sent("known"));
         recorder.settled().await;
@@ -186,9 +186,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_ai_call_with_a_new_model_does_not_wait_for_a_scrape() {
-        let metrics = Arc::new(Metrics::new(100));
+        let metrics = Arc::new(Metrics::new(100, 1_000));
         let recorder = Recorder::start(metrics.clone());
-        let scrape = metrics.ai_latency.get_or_create(&AiLabels {
+        let scrape = metrics.ai_latency.family().get_or_create(&AiLabels {
             operation: LabelText("held".to_owned()),
             model: LabelText("held".to_owned()),
         });
@@ -224,7 +224,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_the_thread_tallies_are_counted_where_they_are_sent() {
-        let metrics = Arc::new(Metrics::new(100));
+        let metrics = Arc::new(Metrics::new(100, 1_000));
         let (tx, gone) = mpsc::channel();
         drop(gone);
         let recorder = Recorder {

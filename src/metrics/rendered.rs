@@ -11,6 +11,8 @@ use std::sync::{RwLock, RwLockReadGuard};
 use indexmap::IndexMap;
 use prometheus_client::metrics::counter::Counter;
 
+use super::cap::{Capped, SeriesCap};
+
 /// A key of a family: its label names and values, in exposition order.
 pub trait LabelSet: Hash + Eq {
     fn each(&self, label: &mut dyn FnMut(&'static str, &str));
@@ -44,25 +46,33 @@ struct Series<C> {
 pub struct RenderedCounters<K, C> {
     name: &'static str,
     help: &'static str,
+    cap: SeriesCap,
     series: RwLock<IndexMap<K, Series<C>>>,
 }
 
-impl<K: LabelSet, C: Sample> RenderedCounters<K, C> {
-    pub fn new(name: &'static str, help: &'static str) -> Self {
+impl<K: LabelSet + Capped, C: Sample> RenderedCounters<K, C> {
+    pub fn new(name: &'static str, help: &'static str, cap: SeriesCap) -> Self {
         Self {
             name,
             help,
+            cap,
             series: RwLock::new(IndexMap::new()),
         }
     }
 
-    /// Applies `f` to the counter of `key`, made (at zero) if new. Counting takes the
-    /// read lock, shared with scrapes; only a new series waits for one to end.
+    /// Applies `f` to the counter of `key`, made (at zero) if new, or of its overflowed
+    /// labels when the family is full. Counting takes the read lock, shared with scrapes;
+    /// only a new series waits for one to end.
     pub fn with(&self, key: K, f: impl FnOnce(&C)) {
         if let Some(s) = self.read().get(&key) {
             return f(&s.counter);
         }
         let mut all = self.series.write().unwrap_or_else(|p| p.into_inner());
+        let key = if all.contains_key(&key) {
+            key
+        } else {
+            self.cap.place(key, all.len())
+        };
         let series = all.entry(key).or_insert_with_key(|key| Series {
             head: head(self.name, key),
             counter: C::default(),
@@ -144,6 +154,19 @@ mod tests {
         }
     }
 
+    impl Capped for Pair {
+        fn overflowed(&self) -> Self {
+            Self {
+                kind: self.kind,
+                name: "other".to_owned(),
+            }
+        }
+    }
+
+    fn uncapped() -> SeriesCap {
+        SeriesCap::new(usize::MAX, Counter::default())
+    }
+
     fn lines(text: &str) -> Vec<&str> {
         let mut lines: Vec<&str> = text.lines().filter(|l| *l != "# EOF").collect();
         lines.sort_unstable();
@@ -169,7 +192,7 @@ mod tests {
     }
 
     fn ours<C: Sample>(keys: &[(Pair, u32)], add: fn(&C, u32)) -> String {
-        let family = RenderedCounters::<Pair, C>::new("things", "Things by kind");
+        let family = RenderedCounters::<Pair, C>::new("things", "Things by kind", uncapped());
         for (key, n) in keys {
             family.with(key.clone(), |c| add(c, *n));
         }
@@ -215,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_series_is_counted_on_after_it_is_made() {
-        let family = RenderedCounters::<Pair, Counter>::new("things", "Things");
+        let family = RenderedCounters::<Pair, Counter>::new("things", "Things", uncapped());
         let key = || Pair {
             kind: "a",
             name: "x".into(),
@@ -235,7 +258,7 @@ mod tests {
 
     #[test]
     fn quotes_backslashes_and_line_feeds_in_values_are_escaped() {
-        let family = RenderedCounters::<Pair, Counter>::new("things", "Things");
+        let family = RenderedCounters::<Pair, Counter>::new("things", "Things", uncapped());
         let name = "say \"hi\"\\\nbye".to_owned();
         family.with(Pair { kind: "a", name }, |c| {
             c.inc();
@@ -247,5 +270,31 @@ mod tests {
             sample,
             r#"things_total{kind="a",name="say \"hi\"\\\nbye"} 1"#
         );
+    }
+
+    #[test]
+    fn a_full_family_writes_a_new_series_under_its_overflowed_labels() {
+        let overflow = Counter::default();
+        let cap = SeriesCap::new(1, overflow.clone());
+        let family = RenderedCounters::<Pair, Counter>::new("things", "Things", cap);
+        for name in ["x", "y", "z", "x"] {
+            let key = Pair {
+                kind: "a",
+                name: name.to_owned(),
+            };
+            family.with(key, |c| {
+                c.inc();
+            });
+        }
+        let mut text = String::new();
+        family.encode(&mut text);
+        assert_eq!(
+            lines(&text)[2..],
+            [
+                r#"things_total{kind="a",name="other"} 2"#,
+                r#"things_total{kind="a",name="x"} 2"#,
+            ]
+        );
+        assert_eq!(overflow.get(), 2);
     }
 }

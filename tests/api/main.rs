@@ -5,6 +5,7 @@ mod helpers;
 
 mod attribution_backlog;
 mod bad_input;
+mod cardinality;
 mod config;
 mod counting;
 mod database_stall;
