@@ -77,9 +77,10 @@ async fn start() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = app::shutdown_signal();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let app = App::new(config, Arc::new(SystemClock)).await?;
-    app.serve(listener, app::shutdown_signal()).await
+    app.serve(listener, shutdown).await
 }
