@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use rand::RngCore;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::clock::SharedClock;
 use crate::domain::cooldown::{cooldown_ms, Slot};
@@ -88,7 +88,36 @@ impl Inner {
             }
         };
         self.db.write_health().note(&result);
+        if let Ok(taken) = &result {
+            let orphaned: Vec<&str> = jobs
+                .iter()
+                .zip(taken)
+                .filter(|(job, _)| job.abandoned())
+                .filter_map(|(_, t)| t.as_ref().ok().map(|r| r.id.as_str()))
+                .collect();
+            self.release(&orphaned).await;
+        }
         answer_all(jobs, result);
+    }
+
+    /// Gives back slots taken for checks that gave up (503) while their batch ran: nobody
+    /// knows those reservations' ids, so they would hold their phones for a whole cooldown.
+    async fn release(&self, ids: &[&str]) {
+        if ids.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let released = async {
+            let mut w = self.db.begin_write().await?;
+            for id in ids {
+                reservations::settle(&mut w.tx, id, ReservationStatus::Released, "", now).await?;
+            }
+            w.commit().await
+        }
+        .await;
+        if let Err(e) = released {
+            warn!(error = %e, held = ids.len(), "could not give back the slots of abandoned checks; they expire with the cooldown");
+        }
     }
 
     /// One transaction for a batch; one answer per phone given, in order.

@@ -80,6 +80,16 @@ async fn a_stalled_database_means_503_in_time_and_what_it_committed_is_counted()
 
     // The answers arrive: each batch that committed is counted now.
     proxy.resume();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before_retries = app.scrape().await;
+    println!(
+        "stall: {} requests, all 503 within {waited:?}; counted once the replies came, before any retry: \
+         accepted {} sent {} delivered {}",
+        reqs.len(),
+        outbound(&before_retries, "accepted"),
+        outbound(&before_retries, "sent"),
+        outbound(&before_retries, "delivered"),
+    );
     // The providers retry every 503 until it is taken; all of them find their events stored
     // or store them now.
     for r in &reqs {
@@ -131,4 +141,29 @@ async fn all_at_once(app: &TestApp, reqs: &[Req]) -> Vec<u16> {
     let mut codes = tasks.join_all().await;
     codes.sort();
     codes.into_iter().map(|(_, code)| code).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reserving_check_answered_503_in_a_stall_holds_no_slot() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = PgProxy::start().await;
+    let mut config = config_for(&db.url_via(&proxy));
+    config.db_timeout_ms = 1_000;
+    let app = TestApp::spawn_with(config, ManualClock::new(T0_MS + 1_000_000)).await;
+    let check = serde_json::json!({"phone": "919812345678", "is_template": true,
+        "template_name": "promo", "template_category": "utility", "reserve": true});
+    let other = serde_json::json!({"phone": "919800000001", "is_template": false});
+    assert_eq!(app.post_json("/v1/check-send", &other).await.status(), 200);
+
+    proxy.stall_replies();
+    let refused = app.post_json("/v1/check-send", &check).await;
+    assert_eq!(refused.status(), 503);
+    proxy.resume();
+
+    // Whatever the stalled batch did once the database answered, the bot that got 503 holds
+    // nothing: its next check may reserve the phone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reply: Value = app.post_json("/v1/check-send", &check).await.json().await.unwrap();
+    assert_eq!(reply["can_send"], true, "{reply}");
+    assert!(reply["reservation"]["id"].is_string(), "{reply}");
 }
