@@ -133,6 +133,7 @@ async fn a_full_disk_means_503_and_not_ready_and_nothing_acknowledged_is_lost() 
     }
     let mut all_ids: Vec<String> = senders.join_all().await.into_iter().flatten().collect();
     let e = &*exporter;
+    let while_full = accepted(&e.scrape().await);
     assert_eq!(
         client.get(e.url("/readyz")).send().await.unwrap().status(),
         503,
@@ -167,6 +168,13 @@ async fn a_full_disk_means_503_and_not_ready_and_nothing_acknowledged_is_lost() 
         accepted(&e.scrape().await),
         all_ids.len() as f64,
         "each message counted once"
+    );
+    println!(
+        "disk full: {} hooks sent until the disk was full, {while_full} acknowledged and counted, \
+         the rest 503; 40 more after space was freed, all acknowledged; after retries {} stored \
+         and counted once each",
+        all_ids.len() - 40,
+        all_ids.len()
     );
 
     // SIGKILL, restart on the same file: every message is still there (a duplicate now).
