@@ -44,8 +44,10 @@ pub struct Config {
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<SecretString>,
 
-    /// The public URL Twilio posts to for `/webhooks/twilio` (e.g. `https://hooks.example.com/twilio`).
-    /// A request to `/webhooks/twilio/status?x=1` was signed as this URL plus `/status?x=1`.
+    /// The service's public base URL as Twilio reaches it (e.g. `https://hooks.example.com`):
+    /// a request to `/webhooks/twilio/status?x=1` is checked as signed for this URL plus
+    /// `/webhooks/twilio/status?x=1`, or, behind a proxy that rewrites the path, for this URL
+    /// plus `/status?x=1`.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
 

@@ -6,6 +6,7 @@ mod helpers;
 mod bad_input;
 mod config;
 mod counting;
+mod deployment_inputs;
 mod fixtures;
 mod openapi;
 mod ops;

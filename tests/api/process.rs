@@ -71,7 +71,7 @@ impl Exporter {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         let mut s = String::new();
         std::fs::File::open(&self.log)
             .unwrap()
