@@ -1,5 +1,5 @@
 //! What a deployment feeds the exporter: `PUBLIC_URL` in either form Twilio may have signed
-//! (CONTRACT §6.8).
+//! (CONTRACT §6.8), and secrets mounted as files (§6.9).
 
 use messaging_exporter::clock::ManualClock;
 use messaging_exporter::providers::twilio;
@@ -9,6 +9,7 @@ use crate::helpers::{config_for, fixture, tempdir, Backend, TestApp, TestDb, T0_
 use crate::process::Exporter;
 
 const TWILIO_TOKEN: &str = "deployment-auth-token";
+const API_KEY: &str = "deployment-api-key-0123";
 
 async fn twilio_app(db: &TestDb, public_url: &str) -> TestApp {
     let mut config = config_for(&db.url);
@@ -95,19 +96,38 @@ async fn twilio_signatures_for_the_base_url_or_a_rewritten_path_are_accepted_and
     }
 }
 
+/// Writes `contents` to `name` in `dir` and returns its path.
+fn secret_file(dir: &tempdir::Dir, name: &str, contents: &str) -> String {
+    let path = dir.path.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_key_file_with_a_final_newline_holds_the_key() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempdir::Dir::new();
+    let key_file = secret_file(&dir, "api_key", &format!("{API_KEY}\n"));
+    let e = Exporter::start_with_env(&db.url, &dir, &[], &[("API_KEY_FILE", &key_file)]).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let with_key = |key: &str| client.get(e.url("/v1/config")).bearer_auth(key).send();
+    assert_eq!(with_key(API_KEY).await.unwrap().status(), 200);
+    assert_eq!(
+        with_key("another-key-0123456789").await.unwrap().status(),
+        401
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_twilio_urls_are_logged_at_start_and_on_a_refused_signature_without_secrets() {
     let db = TestDb::new(Backend::Sqlite).await;
     let dir = tempdir::Dir::new();
-    let e = Exporter::start(
+    let token_file = secret_file(&dir, "twilio_token", &format!("{TWILIO_TOKEN}\n"));
+    let e = Exporter::start_with_env(
         &db.url,
         &dir,
-        &[
-            "--public-url",
-            "https://hooks.example.com/",
-            "--twilio-auth-token",
-            TWILIO_TOKEN,
-        ],
+        &["--public-url", "https://hooks.example.com/"],
+        &[("TWILIO_AUTH_TOKEN_FILE", &token_file)],
     )
     .await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -128,7 +148,8 @@ async fn the_twilio_urls_are_logged_at_start_and_on_a_refused_signature_without_
             .await
             .unwrap()
             .status(),
-        200
+        200,
+        "the token file's final newline is not part of the token"
     );
     let (_, bad) = signed_callback("https://proxy.internal/status", TWILIO_TOKEN);
     assert_eq!(
