@@ -1,5 +1,6 @@
 //! What a deployment feeds the exporter: `PUBLIC_URL` in either form Twilio may have signed
-//! (CONTRACT §6.8), and secrets mounted as files (§6.9).
+//! (CONTRACT §6.8), secrets mounted as files (§6.9), and requests with the wrong method
+//! (§6.10's 405).
 
 use messaging_exporter::clock::ManualClock;
 use messaging_exporter::providers::twilio;
@@ -93,6 +94,35 @@ async fn twilio_signatures_for_the_base_url_or_a_rewritten_path_are_accepted_and
                 "PUBLIC_URL={public_url}: {outcome}"
             );
         }
+    }
+}
+
+#[tokio::test]
+async fn method_not_allowed_replies_carry_the_envelope_and_the_allowed_methods() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut config = config_for(&db.url);
+    config.api_key = Some(SecretString::from(API_KEY));
+    let app = TestApp::spawn_with(config, ManualClock::new(T0_MS)).await;
+    let put_metrics = app.client.put(app.url("/metrics")).send().await.unwrap();
+    let get_check_send = app
+        .client
+        .get(app.url("/v1/check-send"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    for (what, resp, allowed) in [
+        ("PUT /metrics", put_metrics, "GET"),
+        ("GET /v1/check-send", get_check_send, "POST"),
+    ] {
+        assert_eq!(resp.status(), 405, "{what}");
+        let allow = resp.headers()["allow"].to_str().unwrap().to_owned();
+        assert!(allow.split(',').any(|m| m == allowed), "{what}: {allow}");
+        let err: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "method_not_allowed", "{what}");
+        let method = what.split(' ').next().unwrap();
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(method), "{what}: {message}");
     }
 }
 
