@@ -16,6 +16,7 @@ use crate::http::{self, AppState, Shared};
 use crate::ledger::Ledger;
 use crate::metrics::{Metrics, Recorder};
 use crate::presend::{Reserver, StateReader};
+use crate::providers::twilio_url;
 use crate::settings_cache::SettingsCache;
 use crate::store::{self, Backend, Db, DbOptions};
 
@@ -88,8 +89,13 @@ impl App {
     ) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         let mut tasks = background::spawn(&self.state);
-        for missing in self.state.config.missing_secrets() {
+        let config = &self.state.config;
+        for missing in config.missing_secrets() {
             warn!("{missing} is not set");
+        }
+        if let (Some(_), Some(url)) = (&config.twilio_auth_token, &config.public_url) {
+            let expected = twilio_url::expected_urls(url);
+            info!("Twilio signatures are checked against {expected}");
         }
         info!(%addr, backend = ?self.state.db.backend(), "messaging-exporter listening on http://{addr}");
         let limits = self.state.config.limits();

@@ -3,8 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
+
+mod secret_files;
+pub use secret_files::SecretFiles;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -20,7 +23,8 @@ pub struct Config {
     #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:9469")]
     pub listen: SocketAddr,
 
-    /// `postgres://…` or `sqlite://…` (a SQLite file is created if absent).
+    /// `postgres://…` or `sqlite://…` (a SQLite file is created if absent). Or in a file:
+    /// DATABASE_URL_FILE.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -28,24 +32,30 @@ pub struct Config {
     )]
     pub database_url: String,
 
-    /// Required on `/v1/*` (as `Authorization: Bearer <key>` or `X-API-Key`) when set.
+    /// Required on `/v1/*` (as `Authorization: Bearer <key>` or `X-API-Key`) when set. Or in
+    /// a file: API_KEY_FILE.
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<SecretString>,
 
-    /// When set, Meta webhooks must carry a valid `X-Hub-Signature-256`.
+    /// When set, Meta webhooks must carry a valid `X-Hub-Signature-256`. Or in a file:
+    /// META_APP_SECRET_FILE.
     #[arg(long, env = "META_APP_SECRET", hide_env_values = true)]
     pub meta_app_secret: Option<SecretString>,
 
-    /// Answers Meta's subscription handshake (`GET /webhooks/meta`).
+    /// Answers Meta's subscription handshake (`GET /webhooks/meta`). Or in a file:
+    /// META_VERIFY_TOKEN_FILE.
     #[arg(long, env = "META_VERIFY_TOKEN", hide_env_values = true)]
     pub meta_verify_token: Option<SecretString>,
 
-    /// When set, Twilio webhooks must carry a valid `X-Twilio-Signature`.
+    /// When set, Twilio webhooks must carry a valid `X-Twilio-Signature`. Or in a file:
+    /// TWILIO_AUTH_TOKEN_FILE.
     #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
     pub twilio_auth_token: Option<SecretString>,
 
-    /// The public URL Twilio posts to for `/webhooks/twilio` (e.g. `https://hooks.example.com/twilio`).
-    /// A request to `/webhooks/twilio/status?x=1` was signed as this URL plus `/status?x=1`.
+    /// The service's public base URL as Twilio reaches it (e.g. `https://hooks.example.com`):
+    /// a request to `/webhooks/twilio/status?x=1` is checked as signed for this URL plus
+    /// `/webhooks/twilio/status?x=1`, or, behind a proxy that rewrites the path, for this URL
+    /// plus `/status?x=1`.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
 
@@ -110,9 +120,38 @@ pub struct Config {
     #[arg(long, env = "KEPT_ROWS", default_value_t = 8_192,
           value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     pub kept_rows: u32,
+
+    #[command(flatten)]
+    pub secret_files: SecretFiles,
+}
+
+/// A configuration the exporter refuses to start with: the sentence saying how to fix
+/// it, and the log format to report it in.
+#[derive(Debug)]
+pub struct Refusal {
+    pub log_format: LogFormat,
+    pub message: String,
 }
 
 impl Config {
+    /// The configuration the binary runs with: flags and environment as clap parses them
+    /// (it exits on a bad flag or `--help`), secrets read from their files and trimmed,
+    /// and the start-up checks passed.
+    pub fn load() -> Result<Self, Refusal> {
+        let matches = Self::command().get_matches();
+        let mut config = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        match config
+            .resolve_secrets(&matches)
+            .and_then(|()| config.check())
+        {
+            Ok(()) => Ok(config),
+            Err(message) => Err(Refusal {
+                log_format: config.log_format,
+                message,
+            }),
+        }
+    }
+
     /// The protected-by-default rule and other combinations, as sentences saying how to fix them.
     pub fn check(&self) -> Result<(), String> {
         if !self.listen.ip().is_loopback() && self.api_key.is_none() && !self.allow_unauthenticated

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
 use messaging_exporter::clock::SystemClock;
 use messaging_exporter::{app, telemetry, App, Config};
 
@@ -59,13 +58,16 @@ fn raise_open_files_limit() {
 fn raise_open_files_limit() {}
 
 async fn start() -> ExitCode {
-    let config = Config::parse();
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(refusal) => {
+            telemetry::init(refusal.log_format);
+            tracing::error!("{}", refusal.message);
+            eprintln!("messaging-exporter: {}", refusal.message);
+            return ExitCode::from(2);
+        }
+    };
     telemetry::init(config.log_format);
-    if let Err(msg) = config.check() {
-        tracing::error!("{msg}");
-        eprintln!("messaging-exporter: {msg}");
-        return ExitCode::from(2);
-    }
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

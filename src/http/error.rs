@@ -1,7 +1,10 @@
 //! The one error type of the HTTP layer and its JSON envelope (CONTRACT §3):
 //! `{"error": {"code": "<snake_case>", "message": "<human sentence>"}}`.
 
+use axum::body::HttpBody;
+use axum::extract::Request;
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -21,6 +24,8 @@ pub enum ApiError {
     Forbidden,
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("request body is larger than the {0}-byte limit")]
     PayloadTooLarge(usize),
     #[error("expected Content-Type {0}")]
@@ -48,6 +53,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, "verification_failed"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -96,4 +102,20 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// axum answers a known path asked with another method 405 with no body, and adds the
+/// `Allow` header once this middleware (which wraps the route's fallback) has returned;
+/// this gives the reply the error envelope (CONTRACT §6.10).
+pub async fn method_not_allowed_envelope(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED || resp.body().size_hint().exact() != Some(0)
+    {
+        return resp;
+    }
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on this path; the Allow header lists the methods it accepts"
+    ))
+    .into_response()
 }

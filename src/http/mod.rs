@@ -102,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(public)
         .merge(v1)
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn(error::method_not_allowed_envelope))
         .layer(middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }

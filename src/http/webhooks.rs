@@ -7,6 +7,7 @@ use axum::extract::{OriginalUri, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use secrecy::ExposeSecret;
+use tracing::warn;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -16,7 +17,7 @@ use super::AppState;
 use crate::domain::{Outcome, Provider};
 use crate::events::Event;
 use crate::ledger::HookCounts;
-use crate::providers::{constant_time_eq, meta, twilio};
+use crate::providers::{constant_time_eq, meta, twilio, twilio_url};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -114,10 +115,6 @@ async fn parse_meta(state: &AppState, headers: &HeaderMap, body: Body) -> Result
     Ok(meta::parse(&bytes)?)
 }
 
-/// What `PUBLIC_URL` stands for: the part of the request path before the one Twilio
-/// signed as the suffix.
-const TWILIO_PATH: &str = "/webhooks/twilio";
-
 const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
 /// Twilio status callback or incoming message (form-encoded); replies with empty TwiML.
@@ -181,11 +178,10 @@ async fn twilio_callback(
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse> {
-    // PUBLIC_URL stands for `/webhooks/twilio`: what follows it (sub-path, query) is
-    // appended to form the URL Twilio signed.
-    let full = uri.path_and_query().map_or(TWILIO_PATH, |p| p.as_str());
-    let suffix = full.strip_prefix(TWILIO_PATH).unwrap_or(full);
-    let event = parse_twilio(&state, suffix, &headers, body)
+    let path_and_query = uri
+        .path_and_query()
+        .map_or(twilio_url::ROUTE, |p| p.as_str());
+    let event = parse_twilio(&state, path_and_query, &headers, body)
         .await
         .inspect_err(|e| rejected(&state, Provider::Twilio, e))?;
     store_and_count(&state, vec![event]).await?;
@@ -197,7 +193,7 @@ async fn twilio_callback(
 
 async fn parse_twilio(
     state: &AppState,
-    suffix: &str,
+    path_and_query: &str,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Event> {
@@ -206,17 +202,23 @@ async fn parse_twilio(
     let params = twilio::parse_form(&bytes)?;
     if let Some(token) = &state.config.twilio_auth_token {
         // Checked at start-up: a token requires PUBLIC_URL.
-        let base = state
-            .config
-            .public_url
-            .as_deref()
-            .unwrap_or_default()
-            .trim_end_matches('/');
-        let url = format!("{base}{suffix}");
+        let public_url = state.config.public_url.as_deref().unwrap_or_default();
+        let urls = twilio_url::signed_urls(public_url, path_and_query);
         let header = headers
             .get("x-twilio-signature")
             .and_then(|v| v.to_str().ok());
-        if !twilio::verify_signature(token.expose_secret().as_bytes(), &url, &params, header) {
+        let token = token.expose_secret().as_bytes();
+        if !urls
+            .iter()
+            .any(|url| twilio::verify_signature(token, url, &params, header))
+        {
+            // The URLs, never the signature or token, so an operator can spot a PUBLIC_URL
+            // that differs from the URL Twilio posts to.
+            warn!(
+                tried = ?urls,
+                signature_present = header.is_some(),
+                "Twilio signature matches none of the URLs it may have been signed for"
+            );
             return Err(ApiError::Unauthorized(
                 "missing or invalid X-Twilio-Signature",
             ));
@@ -238,7 +240,7 @@ pub(super) async fn store_and_count(state: &AppState, events: Vec<Event>) -> Res
 fn rejected(state: &AppState, provider: Provider, err: &ApiError) {
     state.metrics.webhook_event(provider, Outcome::Rejected);
     let (status, code) = err.status_and_code();
-    tracing::warn!(
+    warn!(
         provider = provider.as_str(),
         status = status.as_u16(),
         code,

@@ -3,6 +3,7 @@
 
 pub mod meta;
 pub mod twilio;
+pub mod twilio_url;
 
 #[cfg(test)]
 mod proptests;

@@ -9,6 +9,7 @@ mod cardinality;
 mod config;
 mod counting;
 mod database_stall;
+mod deployment_inputs;
 mod disk_full;
 mod fixtures;
 mod openapi;

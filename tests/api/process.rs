@@ -24,6 +24,16 @@ pub(crate) struct Exporter {
 
 impl Exporter {
     pub(crate) async fn start(db_url: &str, dir: &tempdir::Dir, extra: &[&str]) -> Self {
+        Self::start_with_env(db_url, dir, extra, &[]).await
+    }
+
+    /// [`Exporter::start`] with these environment variables set as well.
+    pub(crate) async fn start_with_env(
+        db_url: &str,
+        dir: &tempdir::Dir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -40,6 +50,7 @@ impl Exporter {
             ])
             .args(extra)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone().unwrap()))
             .stderr(Stdio::from(out))
             .spawn()
