@@ -7,6 +7,7 @@ mod bad_input;
 mod config;
 mod counting;
 mod fixtures;
+mod hostile_values;
 mod openapi;
 mod ops;
 mod presend;
