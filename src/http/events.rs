@@ -16,6 +16,7 @@ use super::AppState;
 use crate::domain::category::Category;
 use crate::domain::message::{Hook, MessageError};
 use crate::domain::phone::Phone;
+use crate::domain::times;
 use crate::domain::{Channel, Provider};
 use crate::events::{clean_text, Event, ParseError, SentMessage};
 use crate::metrics::AiObservation;
@@ -96,6 +97,7 @@ struct SentIn {
     template_name: Option<String>,
     #[serde(default)]
     template_category: Option<String>,
+    /// RFC 3339; at most 5 minutes ahead of the exporter's clock, not before 2015.
     #[serde(default)]
     sent_at: Option<String>,
     #[serde(default)]
@@ -177,11 +179,14 @@ impl SentIn {
         };
         let sent_at_ms = match self.sent_at.as_deref() {
             None => now_ms,
-            Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| {
-                    ParseError::invalid(field(prefix, "sent_at"), "must be an RFC 3339 time")
-                })?,
+            Some(s) => {
+                let invalid = |message| ParseError::invalid(field(prefix, "sent_at"), message);
+                let t = chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|_| invalid("must be an RFC 3339 time"))?
+                    .timestamp_millis();
+                times::check_reported(t, now_ms).map_err(invalid)?;
+                t
+            }
         };
         if let Some(r) = &self.reservation_id {
             bounded(prefix, "reservation_id", r, 128)?;

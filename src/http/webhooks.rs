@@ -228,8 +228,15 @@ async fn parse_twilio(
 /// Stores events, then counts what their commit made countable. On a database error the
 /// caller gets 503 and only what was committed is counted (nothing, unless the request's
 /// batch was cut in parts and some of them committed), so the provider's retry counts the
-/// rest exactly once.
-pub(super) async fn store_and_count(state: &AppState, events: Vec<Event>) -> Result<HookCounts> {
+/// rest exactly once. Provider times too far ahead are taken as the receipt time (§6.5).
+pub(super) async fn store_and_count(
+    state: &AppState,
+    mut events: Vec<Event>,
+) -> Result<HookCounts> {
+    let receipt = state.clock.now_ms();
+    for event in &mut events {
+        event.bound_provider_time(receipt);
+    }
     match state.ledger.record(events).await {
         Ok((tally, hooks)) => {
             state.recorder.record(tally);

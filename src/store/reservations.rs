@@ -52,6 +52,25 @@ impl ReservationStatus {
     }
 }
 
+/// The time a cooldown row's last template counts from, in SQL over the row named
+/// `table`: `last_template_ms`, but never later than the row's last write. Send hooks
+/// store at most their receipt time ([`crate::domain::cooldown::starts_at`]); a time
+/// ahead of the write comes from a row stored before that rule, and is read as the
+/// write time, so that it cannot block for longer than the cooldown from now.
+pub fn last_template(table: &str) -> String {
+    format!(
+        "(CASE WHEN {table}.last_template_ms > {table}.updated_ms \
+         THEN {table}.updated_ms ELSE {table}.last_template_ms END)"
+    )
+}
+
+/// An update of `cooldowns` moves `updated_ms`: the same update stores the time the last
+/// template counts from, so that a row stored ahead of its write does not start its
+/// cooldown anew at the update.
+fn keep_last_template() -> String {
+    format!("last_template_ms = {}", last_template("cooldowns"))
+}
+
 pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Reservation>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, phone, created_ms, expires_ms, status, message_id FROM reservations WHERE id = $1",
@@ -85,13 +104,12 @@ pub async fn settle(
     message_id: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query(
-        "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id = $1",
-    )
-    .bind(id)
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
+    END_HOLD
+        .query(backend_of(conn))
+        .bind(id)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
     let done = sqlx::query(
         "UPDATE reservations SET status = $2, message_id = $3, updated_ms = $4 \
          WHERE id = $1 AND status = 'held'",
@@ -104,6 +122,13 @@ pub async fn settle(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+static END_HOLD: Statement = Statement::new(|_| {
+    format!(
+        "UPDATE cooldowns SET {}, hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id = $1",
+        keep_last_template()
+    )
+});
 
 /// Takes the slots of `holds` (phone, reservation id; sorted and distinct by phone: the
 /// lock order) where free at `now_ms`, and returns the phones whose slot this call took.
@@ -142,11 +167,13 @@ static TAKE: Statement = Statement::new(|backend| {
     format!(
         "INSERT INTO cooldowns (phone, last_template_ms, hold_id, hold_ms, updated_ms) \
          SELECT v.phone, 0, v.hold_id, $3, $3 FROM {} WHERE true \
-         ON CONFLICT (phone) DO UPDATE SET hold_id = excluded.hold_id, hold_ms = excluded.hold_ms, \
-         updated_ms = excluded.updated_ms \
-         WHERE cooldowns.last_template_ms <= $2 AND cooldowns.hold_ms <= $2 \
+         ON CONFLICT (phone) DO UPDATE SET {}, hold_id = excluded.hold_id, \
+         hold_ms = excluded.hold_ms, updated_ms = excluded.updated_ms \
+         WHERE {} <= $2 AND cooldowns.hold_ms <= $2 \
          RETURNING phone",
-        json_rows::source(backend, "cooldowns", &["phone", "hold_id"])
+        json_rows::source(backend, "cooldowns", &["phone", "hold_id"]),
+        keep_last_template(),
+        last_template("cooldowns"),
     )
 });
 
@@ -232,7 +259,8 @@ pub async fn slots(
 
 static SLOTS: Statement = Statement::new(|backend| {
     format!(
-        "SELECT c.phone, c.last_template_ms, c.hold_ms FROM {} JOIN cooldowns AS c ON c.phone = v.phone",
+        "SELECT c.phone, {}, c.hold_ms FROM {} JOIN cooldowns AS c ON c.phone = v.phone",
+        last_template("c"),
         json_rows::source(backend, "cooldowns", &["phone"])
     )
 });
@@ -320,14 +348,14 @@ static START_COOLDOWNS: Statement = Statement::new(|backend| {
         "INSERT INTO cooldowns (phone, last_template_ms, updated_ms) \
          SELECT v.phone, v.last_template_ms, v.updated_ms FROM {} WHERE true \
          ON CONFLICT (phone) DO UPDATE SET last_template_ms = CASE \
-         WHEN excluded.last_template_ms > cooldowns.last_template_ms \
-         THEN excluded.last_template_ms ELSE cooldowns.last_template_ms END, \
+         WHEN excluded.last_template_ms > {last} THEN excluded.last_template_ms ELSE {last} END, \
          updated_ms = excluded.updated_ms",
         json_rows::source(
             backend,
             "cooldowns",
             &["phone", "last_template_ms", "updated_ms"]
-        )
+        ),
+        last = last_template("cooldowns"),
     )
 });
 
@@ -335,8 +363,9 @@ static START_COOLDOWNS: Statement = Statement::new(|backend| {
 /// reservation is still held.
 static END_HOLDS: Statement = Statement::replanned(|backend| {
     format!(
-        "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id IN \
+        "UPDATE cooldowns SET {}, hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id IN \
          (SELECT r.id FROM {} JOIN reservations AS r ON r.id = v.id WHERE r.status = 'held')",
+        keep_last_template(),
         json_rows::source(backend, "reservations", &["id"])
     )
 });
