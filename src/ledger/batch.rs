@@ -510,6 +510,7 @@ fn note_cooldown(h: &SentMessage, rows: &mut Rows, cx: &Context<'_>) {
     if let Some(id) = &h.reservation_id {
         rows.settlements.push(Settlement {
             id: id.clone(),
+            phone: h.phone.as_str().to_owned(),
             to: if sent {
                 ReservationStatus::Confirmed
             } else {

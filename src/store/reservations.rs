@@ -269,6 +269,8 @@ static SLOTS: Statement = Statement::new(|backend| {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settlement {
     pub id: String,
+    /// The hook's phone: a reservation taken for another phone is left as it is.
+    pub phone: String,
     pub to: ReservationStatus,
     pub message_id: String,
 }
@@ -311,6 +313,7 @@ pub async fn apply_hooks(
         .into_values()
         .map(|s| Verdict {
             id: &s.id,
+            phone: &s.phone,
             status: s.to.as_str(),
             message_id: &s.message_id,
         })
@@ -339,6 +342,7 @@ struct Cooldown<'a> {
 #[derive(Serialize)]
 struct Verdict<'a> {
     id: &'a str,
+    phone: &'a str,
     status: &'a str,
     message_id: &'a str,
 }
@@ -359,21 +363,51 @@ static START_COOLDOWNS: Statement = Statement::new(|backend| {
     )
 });
 
-/// A hold is ended only by its own reservation (hold ids are unique), and only while that
-/// reservation is still held.
+/// A hold is ended only by its own reservation (hold ids are unique), only while that
+/// reservation is still held, and only by a hook for the phone it was taken for.
 static END_HOLDS: Statement = Statement::replanned(|backend| {
     format!(
         "UPDATE cooldowns SET {}, hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id IN \
-         (SELECT r.id FROM {} JOIN reservations AS r ON r.id = v.id WHERE r.status = 'held')",
+         (SELECT r.id FROM {} JOIN reservations AS r ON r.id = v.id \
+         WHERE r.status = 'held' AND r.phone = v.phone)",
         keep_last_template(),
-        json_rows::source(backend, "reservations", &["id"])
+        json_rows::source(backend, "reservations", &["id", "phone"])
     )
 });
 
 static SETTLE: Statement = Statement::replanned(|backend| {
     format!(
         "UPDATE reservations AS r SET status = v.status, message_id = v.message_id, updated_ms = $2 \
-         FROM {} WHERE r.id = v.id AND r.status = 'held'",
-        json_rows::source(backend, "reservations", &["id", "status", "message_id"])
+         FROM {} WHERE r.id = v.id AND r.phone = v.phone AND r.status = 'held'",
+        json_rows::source(backend, "reservations", &["id", "phone", "status", "message_id"])
+    )
+});
+
+/// The phone each of `ids` was reserved for (unknown ids are left out). A reservation's
+/// phone never changes, and its id is known only once it is committed, so this read
+/// holds for any later write.
+pub async fn phones_of(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let keys: Vec<ReservationKey> = ids.iter().map(|id| ReservationKey { id }).collect();
+    PHONES_OF
+        .over(conn, &keys)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ReservationKey<'a> {
+    id: &'a str,
+}
+
+static PHONES_OF: Statement = Statement::new(|backend| {
+    format!(
+        "SELECT r.id, r.phone FROM {} JOIN reservations AS r ON r.id = v.id",
+        json_rows::source(backend, "reservations", &["id"])
     )
 });

@@ -1,6 +1,7 @@
-//! Hostile values over HTTP (CONTRACT §6.5, §6.6): times far ahead or long past, a
-//! cooldown stored far ahead by an earlier version, and prices or nulls that would break
-//! the rate card. Each is refused or bounded, and changes nothing else.
+//! Hostile values over HTTP (CONTRACT §6.5–6.7): times far ahead or long past, a cooldown
+//! stored far ahead by an earlier version, another phone's reservation, and prices or
+//! nulls that would break the rate card. Each is refused or bounded, and changes nothing
+//! else.
 
 use messaging_exporter::clock::rfc3339;
 use serde_json::{json, Value};
@@ -20,6 +21,12 @@ const C: &str = "14155550100";
 const YEAR_9999_MS: i64 = 253_402_300_799_000;
 /// 2100-01-01T00:00:00Z in unix seconds, as Meta writes timestamps.
 const YEAR_2100_S: i64 = 4_102_444_800;
+
+fn hook_naming(id: &str, phone: &str, reservation_id: &str, sent_at_ms: i64) -> Value {
+    let mut h = template_hook(id, phone, "t", "utility", sent_at_ms);
+    h["reservation_id"] = json!(reservation_id);
+    h
+}
 
 /// `POST /v1/events/sent` expecting 422; the field its message names.
 async fn refused_field(app: &TestApp, body: &Value) -> String {
@@ -154,6 +161,83 @@ async fn provider_times_far_ahead_are_taken_as_the_receipt_time(backend: Backend
     );
 }
 
+async fn a_hook_naming_another_phones_reservation_is_refused(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let now = app.now_ms();
+    let held = check(&app, reserve(A)).await;
+    let id = held["reservation"]["id"].as_str().unwrap().to_owned();
+
+    let foreign = hook_naming("wamid.x1", B, &id, now);
+    assert_eq!(refused_field(&app, &foreign).await, "reservation_id");
+    // In an array the whole request is refused, its valid hooks too.
+    let mixed = json!([template_hook("wamid.x2", C, "t", "utility", now), foreign]);
+    assert_eq!(refused_field(&app, &mixed).await, "[1].reservation_id");
+
+    // A's reservation still holds its slot; B and C are in no cooldown; nothing counted.
+    assert_eq!(
+        check(&app, template(A, "utility")).await["rate_limit"],
+        json!({"can_send": false, "cooldown_remaining_minutes": 720,
+               "last_template_sent_at": null})
+    );
+    for phone in [B, C] {
+        let reply = check(&app, template(phone, "utility")).await;
+        assert_eq!(reply["can_send"], true, "{phone}: {reply}");
+    }
+    assert_eq!(outbound_total(&app).await, 0.0);
+
+    // A's own hook confirms it; an unknown id is accepted and settles nothing, as before.
+    let own = hook_naming("wamid.x3", A, &id, now);
+    hook(
+        &app,
+        json!([own, hook_naming("wamid.x4", B, "rsv_unknown", now)]),
+    )
+    .await;
+    let (_, state) = delete(&app, &format!("/v1/reservations/{id}")).await;
+    assert_eq!(
+        (&state["status"], &state["message_id"]),
+        (&json!("confirmed"), &json!("wamid.x3"))
+    );
+    assert_eq!(
+        check(&app, template(B, "utility")).await["blocked_reason"],
+        "rate_limited"
+    );
+}
+
+/// Hooks that arrive together are committed in one batch: a refused one fails only itself.
+async fn a_refused_hook_fails_no_hook_sent_beside_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let now = app.now_ms();
+    let held = check(&app, reserve(A)).await;
+    let id = held["reservation"]["id"].as_str().unwrap().to_owned();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let phone = format!("9198000000{i:02}");
+        let body = if i % 2 == 0 {
+            hook_naming(&format!("wamid.n{i}"), &phone, &id, now)
+        } else {
+            template_hook(&format!("wamid.n{i}"), &phone, "t", "utility", now)
+        };
+        let (client, url) = (app.client.clone(), app.url("/v1/events/sent"));
+        tasks.spawn(async move {
+            let status = client.post(url).json(&body).send().await.unwrap().status();
+            (i, status.as_u16())
+        });
+    }
+    for (i, status) in tasks.join_all().await {
+        assert_eq!(status, if i % 2 == 0 { 422 } else { 202 }, "hook {i}");
+    }
+    let s = app.scrape().await;
+    assert_eq!(
+        s.sum(
+            "messaging_outbound_messages_total",
+            &[("status", "accepted")]
+        ),
+        10.0
+    );
+}
+
 async fn hostile_prices_nulls_and_repeats_in_the_config(backend: Backend) {
     let db = TestDb::new(backend).await;
     let app = TestApp::spawn(&db).await;
@@ -219,5 +303,7 @@ on_both_backends!(
     send_hook_times_far_ahead_or_before_2015_are_refused,
     a_cooldown_stored_far_ahead_blocks_no_longer_than_the_cooldown,
     provider_times_far_ahead_are_taken_as_the_receipt_time,
+    a_hook_naming_another_phones_reservation_is_refused,
+    a_refused_hook_fails_no_hook_sent_beside_it,
     hostile_prices_nulls_and_repeats_in_the_config,
 );
