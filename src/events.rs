@@ -5,6 +5,7 @@ use crate::domain::message::{Hook, MessageError};
 use crate::domain::phone::Phone;
 use crate::domain::pricing::MetaPricing;
 use crate::domain::status::Status;
+use crate::domain::times;
 use crate::domain::{Channel, Provider};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +17,20 @@ pub enum Event {
     /// An item we acknowledge but do not count (another webhook field, a status outside
     /// the contract's set such as Twilio's `queued`).
     Ignored(Provider),
+}
+
+impl Event {
+    /// Takes a provider time too far ahead of `receipt_ms` as the receipt time
+    /// ([`times::provider_time`]), so that a broken clock cannot stretch a latency or a
+    /// window.
+    pub fn bound_provider_time(&mut self, receipt_ms: i64) {
+        let at_ms = match self {
+            Event::Status(s) => &mut s.at_ms,
+            Event::Inbound(m) => &mut m.at_ms,
+            _ => return,
+        };
+        *at_ms = at_ms.map(|t| times::provider_time(t, receipt_ms));
+    }
 }
 
 /// A provider's report on one outbound message.
@@ -172,6 +187,30 @@ mod tests {
     fn clean_text_drops_nul_and_caps_on_a_char_boundary() {
         assert_eq!(clean_text("a\0b", 10), "ab");
         assert_eq!(clean_text("ééé", 3), "é");
+    }
+
+    #[test]
+    fn statuses_and_inbound_messages_dated_far_ahead_take_the_receipt_time() {
+        let receipt = 1_764_000_000_000;
+        let inbound = |at_ms| {
+            Event::Inbound(InboundMessage {
+                provider: Provider::Meta,
+                channel: Channel::Whatsapp,
+                message_id: "wamid.1".into(),
+                phone: None,
+                kind: "text",
+                at_ms,
+            })
+        };
+        for (given, used) in [
+            (Some(4_102_444_800_000), Some(receipt)),
+            (Some(receipt + 60_000), Some(receipt + 60_000)),
+            (None, None),
+        ] {
+            let mut event = inbound(given);
+            event.bound_provider_time(receipt);
+            assert_eq!(event, inbound(used), "{given:?}");
+        }
     }
 
     #[test]

@@ -19,24 +19,34 @@ impl Slot {
         self.last_template_ms.max(self.hold_ms)
     }
 
-    /// When the slot frees; `None` when no template was ever sent or reserved.
-    pub fn free_at_ms(self, cooldown_ms: i64) -> Option<i64> {
+    /// When the slot frees, as seen at `t`; `None` when no template was ever sent or
+    /// reserved. An anchor after `t` counts as `t`: nothing blocks for longer than the
+    /// cooldown from now (CONTRACT §6.5).
+    pub fn free_at_ms(self, t_ms: i64, cooldown_ms: i64) -> Option<i64> {
         let anchor = self.anchor_ms();
-        (anchor > 0).then_some(anchor + cooldown_ms)
+        (anchor > 0).then_some(anchor.min(t_ms) + cooldown_ms)
     }
 
     /// Free at `t` when the cooldown has fully run (at exactly `anchor + cooldown`).
     pub fn is_free_at(self, t_ms: i64, cooldown_ms: i64) -> bool {
-        self.free_at_ms(cooldown_ms).is_none_or(|end| t_ms >= end)
+        self.free_at_ms(t_ms, cooldown_ms)
+            .is_none_or(|end| t_ms >= end)
     }
 
     /// Whole minutes until the slot frees, rounded up; 0 when free.
     pub fn remaining_minutes(self, t_ms: i64, cooldown_ms: i64) -> i64 {
-        match self.free_at_ms(cooldown_ms) {
+        match self.free_at_ms(t_ms, cooldown_ms) {
             Some(end) if t_ms < end => (end - t_ms + 59_999) / 60_000,
             _ => 0,
         }
     }
+}
+
+/// The moment a template's cooldown runs from: its `sent_at`, or the moment the hook was
+/// received if `sent_at` is later (a bot's clock running ahead), so that a send hook
+/// never starts a cooldown longer than the cooldown from now.
+pub fn starts_at(sent_at_ms: i64, received_ms: i64) -> i64 {
+    sent_at_ms.min(received_ms)
 }
 
 /// The cooldown length in milliseconds for the configured hours.
@@ -110,6 +120,27 @@ mod tests {
             hold_ms: 0,
         };
         assert!(s.is_free_at(1_000, cooldown_ms(0)));
+    }
+
+    #[test]
+    fn no_slot_blocks_for_longer_than_the_cooldown_from_now() {
+        let far_future = Slot {
+            last_template_ms: 253_402_300_799_000,
+            hold_ms: 0,
+        };
+        assert_eq!(far_future.remaining_minutes(1_000, CD), 720);
+        let ahead = Slot {
+            last_template_ms: 1_000 + 4 * 60_000,
+            hold_ms: 0,
+        };
+        assert_eq!(ahead.remaining_minutes(1_000, CD), 720);
+        assert!(!ahead.is_free_at(1_000, CD));
+    }
+
+    #[test]
+    fn a_cooldown_starts_at_sent_at_but_never_after_receipt() {
+        assert_eq!(starts_at(1_000, 5_000), 1_000);
+        assert_eq!(starts_at(9_000, 5_000), 5_000);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod settings;
 pub mod settings_patch;
 pub mod status;
 pub mod tally;
+pub mod times;
 pub mod window;
 
 /// Who delivered the message.

@@ -19,8 +19,26 @@ pub struct Settings {
     pub rates: BTreeMap<Category, f64>,
     /// Calling-code prefix (digits) → prices that override `rates` for those phones.
     pub country_rates: BTreeMap<String, BTreeMap<Category, f64>>,
+    /// Each category once, in order of first appearance (CONTRACT §6.6).
+    #[serde(deserialize_with = "distinct")]
     pub free_in_window_categories: Vec<Category>,
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// A list setting with repeats dropped, the first appearance kept, so that a list sent
+/// with a value twice reads back as it means.
+fn distinct<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + PartialEq,
+{
+    let mut out: Vec<T> = Vec::new();
+    for item in Vec::<T>::deserialize(d)? {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    Ok(out)
 }
 
 impl Default for Settings {

@@ -2,7 +2,8 @@
 //! checked. Merging follows JSON Merge Patch (RFC 7396), which operators know from
 //! other APIs: objects merge key by key (`{"rates": {"marketing": 0.8}}` changes one
 //! price), `null` removes a key (`{"country_rates": {"1": null}}` drops a prefix), and
-//! anything else replaces.
+//! anything else replaces. A base price cannot be removed: without it a category would
+//! silently cost nothing, so `null` there is refused.
 
 use serde_json::{Map, Value};
 
@@ -10,6 +11,10 @@ use super::category::Category;
 use super::settings::Settings;
 
 pub const MAX_COOLDOWN_HOURS: u32 = 168;
+
+/// The highest price a rate card takes (CONTRACT §6.6): far above any real price, far
+/// below what could make a cost counter overflow to infinity.
+pub const MAX_PRICE: f64 = 1_000_000.0;
 
 /// A rejected patch: the field it names (dotted path) and why.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +67,7 @@ pub fn apply(current: &Settings, patch: &Value) -> Result<Settings, PatchError> 
     if let Some(unknown) = patch.keys().find(|k| !known.contains_key(*k)) {
         return Err(err(unknown.clone(), "is not a setting"));
     }
+    refuse_removed_base_prices(&patch)?;
     merge(&mut doc, &Value::Object(patch));
     check_price_tables(&doc)?;
     let mut merged: Settings = serde_path_to_error::deserialize(doc).map_err(|e| {
@@ -78,6 +84,19 @@ pub fn apply(current: &Settings, patch: &Value) -> Result<Settings, PatchError> 
     merged.updated_at = current.updated_at;
     validate(&merged)?;
     Ok(merged)
+}
+
+fn refuse_removed_base_prices(patch: &Map<String, Value>) -> Result<(), PatchError> {
+    let Some(Value::Object(rates)) = patch.get("rates") else {
+        return Ok(());
+    };
+    match rates.iter().find(|(_, v)| v.is_null()) {
+        Some((k, _)) => Err(err(
+            format!("rates.{k}"),
+            "may not be null: a base price cannot be removed (set 0 to make it free)",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Names the offending key of a price table: serde cannot, as the tables are keyed by
@@ -112,10 +131,10 @@ fn check_price_tables(doc: &Value) -> Result<(), PatchError> {
 }
 
 fn check_price(field: String, price: f64) -> Result<(), PatchError> {
-    if price.is_finite() && price >= 0.0 {
+    if (0.0..=MAX_PRICE).contains(&price) {
         Ok(())
     } else {
-        Err(err(field, "must be a finite number of at least 0"))
+        Err(err(field, "must be a number from 0 to 1000000"))
     }
 }
 
@@ -247,6 +266,59 @@ mod tests {
             "rate_limiting_enabled"
         );
         assert_eq!(field(apply(&d, &json!([1]))), "body");
+    }
+
+    #[test]
+    fn prices_are_numbers_from_0_to_a_million() {
+        let d = Settings::default();
+        let price = |p: Value| apply(&d, &json!({"rates": {"marketing": p}}));
+        assert_eq!(
+            price(json!(MAX_PRICE)).unwrap().rates[&Category::Marketing],
+            MAX_PRICE
+        );
+        assert!(price(json!(0)).is_ok());
+        assert_eq!(field(price(json!(1_000_000.01))), "rates.marketing");
+        assert_eq!(field(price(json!(f64::MAX))), "rates.marketing");
+        assert_eq!(
+            field(apply(
+                &d,
+                &json!({"country_rates": {"1": {"utility": 2e6}}})
+            )),
+            "country_rates.1.utility"
+        );
+    }
+
+    #[test]
+    fn null_removes_a_country_price_but_not_a_base_price() {
+        let with_us = apply(
+            &Settings::default(),
+            &json!({"country_rates": {"1": {"marketing": 0.025, "utility": 0.004}}}),
+        )
+        .unwrap();
+        let without_utility = apply(
+            &with_us,
+            &json!({"country_rates": {"1": {"utility": null}}}),
+        )
+        .unwrap();
+        assert_eq!(
+            without_utility.country_rates["1"],
+            [(Category::Marketing, 0.025)].into()
+        );
+        let refused = apply(&with_us, &json!({"rates": {"marketing": null}})).unwrap_err();
+        assert_eq!(refused.field, "rates.marketing");
+    }
+
+    #[test]
+    fn lists_keep_each_value_once_in_order_of_first_appearance() {
+        let s = apply(
+            &Settings::default(),
+            &json!({"free_in_window_categories": ["utility", "service", "utility", "service"]}),
+        )
+        .unwrap();
+        assert_eq!(
+            s.free_in_window_categories,
+            [Category::Utility, Category::Service]
+        );
     }
 
     #[test]

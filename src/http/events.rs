@@ -16,9 +16,11 @@ use super::AppState;
 use crate::domain::category::Category;
 use crate::domain::message::{Hook, MessageError};
 use crate::domain::phone::Phone;
+use crate::domain::times;
 use crate::domain::{Channel, Provider};
 use crate::events::{clean_text, Event, ParseError, SentMessage};
 use crate::metrics::AiObservation;
+use crate::store::reservations;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -96,8 +98,10 @@ struct SentIn {
     template_name: Option<String>,
     #[serde(default)]
     template_category: Option<String>,
+    /// RFC 3339; at most 5 minutes ahead of the exporter's clock, not before 2015.
     #[serde(default)]
     sent_at: Option<String>,
+    /// A reservation taken for this same phone (`/v1/check-send` with `reserve: true`).
     #[serde(default)]
     reservation_id: Option<String>,
     #[serde(default)]
@@ -177,11 +181,14 @@ impl SentIn {
         };
         let sent_at_ms = match self.sent_at.as_deref() {
             None => now_ms,
-            Some(s) => chrono::DateTime::parse_from_rfc3339(s)
-                .map(|t| t.timestamp_millis())
-                .map_err(|_| {
-                    ParseError::invalid(field(prefix, "sent_at"), "must be an RFC 3339 time")
-                })?,
+            Some(s) => {
+                let invalid = |message| ParseError::invalid(field(prefix, "sent_at"), message);
+                let t = chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|_| invalid("must be an RFC 3339 time"))?
+                    .timestamp_millis();
+                times::check_reported(t, now_ms).map_err(invalid)?;
+                t
+            }
         };
         if let Some(r) = &self.reservation_id {
             bounded(prefix, "reservation_id", r, 128)?;
@@ -247,10 +254,11 @@ async fn sent(
 ) -> Result<(StatusCode, Json<SentReply>)> {
     let items: Vec<(String, SentIn)> = read_json_items(&headers, body).await?;
     let now = state.clock.now_ms();
-    let events = items
+    let (prefixes, events): (Vec<String>, Vec<Event>) = items
         .into_iter()
-        .map(|(prefix, item)| item.into_event(&prefix, now))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(prefix, item)| item.into_event(&prefix, now).map(|e| (prefix, e)))
+        .collect::<Result<_, _>>()?;
+    refuse_other_phones_reservations(&state, &prefixes, &events).await?;
     let hooks = super::webhooks::store_and_count(&state, events).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -259,6 +267,50 @@ async fn sent(
             duplicates: hooks.duplicates,
         }),
     ))
+}
+
+/// A hook's `reservation_id` may confirm only a reservation taken for the hook's own
+/// phone (CONTRACT §6.7): another phone's is refused before anything is stored. Read
+/// before the batch, not in it, so that the refusal is this request's alone; the read
+/// cannot go stale, as a reservation's phone never changes. An unknown id is let
+/// through (it settles nothing; the hook is counted as any other).
+async fn refuse_other_phones_reservations(
+    state: &AppState,
+    prefixes: &[String],
+    events: &[Event],
+) -> Result<()> {
+    let named: Vec<(&str, &SentMessage)> = prefixes
+        .iter()
+        .zip(events)
+        .filter_map(|(prefix, e)| match e {
+            Event::Sent(h) if h.reservation_id.is_some() => Some((prefix.as_str(), h)),
+            _ => None,
+        })
+        .collect();
+    if named.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = named
+        .iter()
+        .filter_map(|(_, h)| h.reservation_id.as_deref())
+        .collect();
+    let reserved_for = {
+        let mut conn = state.db.keyed().await?;
+        reservations::phones_of(&mut conn, &ids).await?
+    };
+    for (prefix, h) in named {
+        let id = h.reservation_id.as_deref().unwrap_or_default();
+        if reserved_for
+            .get(id)
+            .is_some_and(|phone| phone != h.phone.as_str())
+        {
+            return Err(ApiError::invalid(
+                field(prefix, "reservation_id"),
+                "names a reservation taken for another phone",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One AI call the bot made.

@@ -77,7 +77,8 @@ pub struct RateLimit {
     pub can_send: bool,
     /// Whole minutes until another template may go to this phone, rounded up; 0 when it may.
     pub cooldown_remaining_minutes: i64,
-    /// `sent_at` of the phone's latest template send hook; null when none is recorded.
+    /// When the phone's cooldown runs from: its latest template send hook's `sent_at`, or
+    /// the hook's receipt if that is earlier; null when none is recorded.
     #[schema(required = true)]
     pub last_template_sent_at: Option<String>,
 }

@@ -231,7 +231,15 @@ async fn parse_twilio(
 /// error the caller gets 503 and only what was committed is counted (nothing, unless the
 /// request's batch was cut in parts and some of them committed, or its commit finished
 /// after the wait for it ended), so the provider's retry counts the rest exactly once.
-pub(super) async fn store_and_count(state: &AppState, events: Vec<Event>) -> Result<HookCounts> {
+/// Provider times too far ahead are taken as the receipt time (§6.5).
+pub(super) async fn store_and_count(
+    state: &AppState,
+    mut events: Vec<Event>,
+) -> Result<HookCounts> {
+    let receipt = state.clock.now_ms();
+    for event in &mut events {
+        event.bound_provider_time(receipt);
+    }
     Ok(state.ledger.record(events).await?)
 }
 

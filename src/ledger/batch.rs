@@ -11,6 +11,7 @@ use sqlx::AnyConnection;
 use super::presumed_new::{Kinds, RowKind};
 use super::recent::Recent;
 use super::HookCounts;
+use crate::domain::cooldown;
 use crate::domain::message::{MessageState, Observed};
 use crate::domain::session::SessionState;
 use crate::domain::settings::Settings;
@@ -491,22 +492,25 @@ fn finish_message(i: usize, rows: &mut Rows, cx: &Context<'_>, tally: &mut Tally
     rows.messages[i].dirty = true;
 }
 
-/// A template that went out starts its phone's cooldown at its `sent_at` (while rate
-/// limiting is on), and the reservation a hook names is settled: confirmed by a send,
-/// released by a send that failed (nothing reached the user, so the slot is given back).
-/// A failed send starts no cooldown. Written at the end of the batch, in phone order.
+/// A template that went out starts its phone's cooldown at its `sent_at`, but no later
+/// than now (while rate limiting is on), and the reservation a hook names is settled:
+/// confirmed by a send, released by a send that failed (nothing reached the user, so the
+/// slot is given back). A failed send starts no cooldown. Written at the end of the
+/// batch, in phone order.
 fn note_cooldown(h: &SentMessage, rows: &mut Rows, cx: &Context<'_>) {
     let sent = h.error.is_none();
     if sent && h.hook.is_template && cx.settings.rate_limiting_enabled {
+        let start = cooldown::starts_at(h.hook.sent_at_ms, cx.now);
         let latest = rows
             .templates
             .entry(h.phone.as_str().to_owned())
-            .or_insert(h.hook.sent_at_ms);
-        *latest = (*latest).max(h.hook.sent_at_ms);
+            .or_insert(start);
+        *latest = (*latest).max(start);
     }
     if let Some(id) = &h.reservation_id {
         rows.settlements.push(Settlement {
             id: id.clone(),
+            phone: h.phone.as_str().to_owned(),
             to: if sent {
                 ReservationStatus::Confirmed
             } else {

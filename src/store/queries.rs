@@ -13,6 +13,7 @@ use crate::domain::cooldown::Slot;
 use crate::domain::session::SessionState;
 use crate::domain::window::{Window, WINDOW_MS};
 use crate::store::json_rows::{self, Statement};
+use crate::store::reservations;
 
 /// When a message's cost was counted: its delivery, or its read when no delivery came.
 const CHARGED_MS: &str = "(CASE WHEN delivered_ms > 0 THEN delivered_ms ELSE read_ms END)";
@@ -48,9 +49,10 @@ pub async fn session(
 
 static PRESEND_STATES: Statement = Statement::new(|backend| {
     format!(
-        "SELECT v.phone, COALESCE(s.last_inbound_ms, 0), COALESCE(c.last_template_ms, 0), \
+        "SELECT v.phone, COALESCE(s.last_inbound_ms, 0), COALESCE({}, 0), \
          COALESCE(c.hold_ms, 0) FROM {} \
          LEFT JOIN sessions s ON s.phone = v.phone LEFT JOIN cooldowns c ON c.phone = v.phone",
+        reservations::last_template("c"),
         json_rows::source(backend, "sessions", &["phone"])
     )
 });

@@ -52,6 +52,25 @@ impl ReservationStatus {
     }
 }
 
+/// The time a cooldown row's last template counts from, in SQL over the row named
+/// `table`: `last_template_ms`, but never later than the row's last write. Send hooks
+/// store at most their receipt time ([`crate::domain::cooldown::starts_at`]); a time
+/// ahead of the write comes from a row stored before that rule, and is read as the
+/// write time, so that it cannot block for longer than the cooldown from now.
+pub fn last_template(table: &str) -> String {
+    format!(
+        "(CASE WHEN {table}.last_template_ms > {table}.updated_ms \
+         THEN {table}.updated_ms ELSE {table}.last_template_ms END)"
+    )
+}
+
+/// An update of `cooldowns` moves `updated_ms`: the same update stores the time the last
+/// template counts from, so that a row stored ahead of its write does not start its
+/// cooldown anew at the update.
+fn keep_last_template() -> String {
+    format!("last_template_ms = {}", last_template("cooldowns"))
+}
+
 pub async fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Reservation>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, phone, created_ms, expires_ms, status, message_id FROM reservations WHERE id = $1",
@@ -85,13 +104,12 @@ pub async fn settle(
     message_id: &str,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query(
-        "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id = $1",
-    )
-    .bind(id)
-    .bind(now_ms)
-    .execute(&mut *conn)
-    .await?;
+    END_HOLD
+        .query(backend_of(conn))
+        .bind(id)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
     let done = sqlx::query(
         "UPDATE reservations SET status = $2, message_id = $3, updated_ms = $4 \
          WHERE id = $1 AND status = 'held'",
@@ -104,6 +122,13 @@ pub async fn settle(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+static END_HOLD: Statement = Statement::new(|_| {
+    format!(
+        "UPDATE cooldowns SET {}, hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id = $1",
+        keep_last_template()
+    )
+});
 
 /// Takes the slots of `holds` (phone, reservation id; sorted and distinct by phone: the
 /// lock order) where free at `now_ms`, and returns the phones whose slot this call took.
@@ -142,11 +167,13 @@ static TAKE: Statement = Statement::new(|backend| {
     format!(
         "INSERT INTO cooldowns (phone, last_template_ms, hold_id, hold_ms, updated_ms) \
          SELECT v.phone, 0, v.hold_id, $3, $3 FROM {} WHERE true \
-         ON CONFLICT (phone) DO UPDATE SET hold_id = excluded.hold_id, hold_ms = excluded.hold_ms, \
-         updated_ms = excluded.updated_ms \
-         WHERE cooldowns.last_template_ms <= $2 AND cooldowns.hold_ms <= $2 \
+         ON CONFLICT (phone) DO UPDATE SET {}, hold_id = excluded.hold_id, \
+         hold_ms = excluded.hold_ms, updated_ms = excluded.updated_ms \
+         WHERE {} <= $2 AND cooldowns.hold_ms <= $2 \
          RETURNING phone",
-        json_rows::source(backend, "cooldowns", &["phone", "hold_id"])
+        json_rows::source(backend, "cooldowns", &["phone", "hold_id"]),
+        keep_last_template(),
+        last_template("cooldowns"),
     )
 });
 
@@ -232,7 +259,8 @@ pub async fn slots(
 
 static SLOTS: Statement = Statement::new(|backend| {
     format!(
-        "SELECT c.phone, c.last_template_ms, c.hold_ms FROM {} JOIN cooldowns AS c ON c.phone = v.phone",
+        "SELECT c.phone, {}, c.hold_ms FROM {} JOIN cooldowns AS c ON c.phone = v.phone",
+        last_template("c"),
         json_rows::source(backend, "cooldowns", &["phone"])
     )
 });
@@ -241,6 +269,8 @@ static SLOTS: Statement = Statement::new(|backend| {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settlement {
     pub id: String,
+    /// The hook's phone: a reservation taken for another phone is left as it is.
+    pub phone: String,
     pub to: ReservationStatus,
     pub message_id: String,
 }
@@ -283,6 +313,7 @@ pub async fn apply_hooks(
         .into_values()
         .map(|s| Verdict {
             id: &s.id,
+            phone: &s.phone,
             status: s.to.as_str(),
             message_id: &s.message_id,
         })
@@ -311,6 +342,7 @@ struct Cooldown<'a> {
 #[derive(Serialize)]
 struct Verdict<'a> {
     id: &'a str,
+    phone: &'a str,
     status: &'a str,
     message_id: &'a str,
 }
@@ -320,31 +352,62 @@ static START_COOLDOWNS: Statement = Statement::new(|backend| {
         "INSERT INTO cooldowns (phone, last_template_ms, updated_ms) \
          SELECT v.phone, v.last_template_ms, v.updated_ms FROM {} WHERE true \
          ON CONFLICT (phone) DO UPDATE SET last_template_ms = CASE \
-         WHEN excluded.last_template_ms > cooldowns.last_template_ms \
-         THEN excluded.last_template_ms ELSE cooldowns.last_template_ms END, \
+         WHEN excluded.last_template_ms > {last} THEN excluded.last_template_ms ELSE {last} END, \
          updated_ms = excluded.updated_ms",
         json_rows::source(
             backend,
             "cooldowns",
             &["phone", "last_template_ms", "updated_ms"]
-        )
+        ),
+        last = last_template("cooldowns"),
     )
 });
 
-/// A hold is ended only by its own reservation (hold ids are unique), and only while that
-/// reservation is still held.
+/// A hold is ended only by its own reservation (hold ids are unique), only while that
+/// reservation is still held, and only by a hook for the phone it was taken for.
 static END_HOLDS: Statement = Statement::replanned(|backend| {
     format!(
-        "UPDATE cooldowns SET hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id IN \
-         (SELECT r.id FROM {} JOIN reservations AS r ON r.id = v.id WHERE r.status = 'held')",
-        json_rows::source(backend, "reservations", &["id"])
+        "UPDATE cooldowns SET {}, hold_id = '', hold_ms = 0, updated_ms = $2 WHERE hold_id IN \
+         (SELECT r.id FROM {} JOIN reservations AS r ON r.id = v.id \
+         WHERE r.status = 'held' AND r.phone = v.phone)",
+        keep_last_template(),
+        json_rows::source(backend, "reservations", &["id", "phone"])
     )
 });
 
 static SETTLE: Statement = Statement::replanned(|backend| {
     format!(
         "UPDATE reservations AS r SET status = v.status, message_id = v.message_id, updated_ms = $2 \
-         FROM {} WHERE r.id = v.id AND r.status = 'held'",
-        json_rows::source(backend, "reservations", &["id", "status", "message_id"])
+         FROM {} WHERE r.id = v.id AND r.phone = v.phone AND r.status = 'held'",
+        json_rows::source(backend, "reservations", &["id", "phone", "status", "message_id"])
+    )
+});
+
+/// The phone each of `ids` was reserved for (unknown ids are left out). A reservation's
+/// phone never changes, and its id is known only once it is committed, so this read
+/// holds for any later write.
+pub async fn phones_of(
+    conn: &mut AnyConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let keys: Vec<ReservationKey> = ids.iter().map(|id| ReservationKey { id }).collect();
+    PHONES_OF
+        .over(conn, &keys)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+}
+
+#[derive(Serialize)]
+struct ReservationKey<'a> {
+    id: &'a str,
+}
+
+static PHONES_OF: Statement = Statement::new(|backend| {
+    format!(
+        "SELECT r.id, r.phone FROM {} JOIN reservations AS r ON r.id = v.id",
+        json_rows::source(backend, "reservations", &["id"])
     )
 });

@@ -12,6 +12,7 @@ mod database_stall;
 mod deployment_inputs;
 mod disk_full;
 mod fixtures;
+mod hostile_values;
 mod openapi;
 mod ops;
 mod presend;
