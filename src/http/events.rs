@@ -16,6 +16,7 @@ use super::AppState;
 use crate::domain::category::Category;
 use crate::domain::message::{Hook, MessageError};
 use crate::domain::phone::Phone;
+use crate::domain::settings_patch::MAX_PRICE;
 use crate::domain::times;
 use crate::domain::{Channel, Provider};
 use crate::events::{clean_text, Event, ParseError, SentMessage};
@@ -351,10 +352,12 @@ impl AiIn {
                 "must be ok or error",
             ));
         }
-        if self.cost.is_some_and(|c| !(c.is_finite() && c >= 0.0)) {
+        // One call's cost has the rate card's bound: a value near f64::MAX would turn
+        // `messaging_ai_cost_total` into +Inf for good.
+        if self.cost.is_some_and(|c| !(0.0..=MAX_PRICE).contains(&c)) {
             return Err(ParseError::invalid(
                 field(prefix, "cost"),
-                "must be a finite number of at least 0",
+                "must be a number from 0 to 1,000,000",
             ));
         }
         if let Some(c) = &self.currency {

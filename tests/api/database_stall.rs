@@ -163,7 +163,12 @@ async fn a_reserving_check_answered_503_in_a_stall_holds_no_slot() {
     // Whatever the stalled batch did once the database answered, the bot that got 503 holds
     // nothing: its next check may reserve the phone.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let reply: Value = app.post_json("/v1/check-send", &check).await.json().await.unwrap();
+    let reply: Value = app
+        .post_json("/v1/check-send", &check)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(reply["can_send"], true, "{reply}");
     assert!(reply["reservation"]["id"].is_string(), "{reply}");
 }

@@ -299,7 +299,35 @@ async fn hostile_prices_nulls_and_repeats_in_the_config(backend: Backend) {
     assert_eq!((status, &costs["total_cost"]), (200, &json!(2_000_000.0)));
 }
 
+async fn an_ai_cost_past_the_price_bound_is_refused(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let app = TestApp::spawn(&db).await;
+    let report = |cost: f64| {
+        json!({"operation": "classification", "model": "m", "latency_ms": 10.0,
+               "outcome": "ok", "cost": cost, "currency": "USD"})
+    };
+    for _ in 0..2 {
+        let (status, reply) = post(
+            &app,
+            "/v1/events/ai",
+            &json!([report(1.0), report(f64::MAX)]),
+        )
+        .await;
+        assert_eq!(status, 422, "{reply}");
+        assert_eq!(field_of(&reply), "[1].cost");
+    }
+    let (status, _) = post(&app, "/v1/events/ai", &report(1_000_000.0)).await;
+    assert_eq!(status, 202);
+    let s = app.scrape().await;
+    assert_eq!(
+        s.sum("messaging_ai_cost_total", &[]),
+        1_000_000.0,
+        "finite, and only what was taken"
+    );
+}
+
 on_both_backends!(
+    an_ai_cost_past_the_price_bound_is_refused,
     send_hook_times_far_ahead_or_before_2015_are_refused,
     a_cooldown_stored_far_ahead_blocks_no_longer_than_the_cooldown,
     provider_times_far_ahead_are_taken_as_the_receipt_time,
