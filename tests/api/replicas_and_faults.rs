@@ -497,13 +497,13 @@ async fn a_batch_that_loses_a_deadlock_runs_again_and_counts_once() {
 
     assert_eq!(post.await.unwrap(), 200);
     let s = app.scrape().await;
-    assert_eq!(
-        s.sum(
-            "messaging_exporter_db_retries_total",
-            &[("reason", "deadlock")]
-        ),
-        1.0
+    // At least once: on a loaded machine the rerun can take the message row before this
+    // test's update has it, and lose the same deadlock again.
+    let deadlocks = s.sum(
+        "messaging_exporter_db_retries_total",
+        &[("reason", "deadlock")],
     );
+    assert!(deadlocks >= 1.0, "{deadlocks} deadlock retries");
     assert_eq!(
         s.sum(
             "messaging_outbound_messages_total",
