@@ -10,20 +10,9 @@ use serde_json::Value;
 use crate::helpers::{
     config_for, meta_status, template_hook, Backend, PgProxy, Scrape, TestApp, TestDb, T0_MS,
 };
+use crate::replicas_and_faults::{send, send_timed, Req};
 
 const MESSAGES: usize = 10;
-
-enum Req {
-    Hook(Value),
-    Meta(Vec<u8>),
-}
-
-async fn send(app: &TestApp, req: &Req) -> u16 {
-    match req {
-        Req::Hook(v) => app.post_json("/v1/events/sent", v).await.status().as_u16(),
-        Req::Meta(b) => app.post_meta(b).await.status().as_u16(),
-    }
-}
 
 /// Ten send hooks; `sent` for the first five messages and `delivered` for the rest.
 fn traffic() -> Vec<Req> {
@@ -67,7 +56,11 @@ async fn a_stalled_database_means_503_in_time_and_what_it_committed_is_counted()
     proxy.stall_replies();
     let reqs = traffic();
     let started = Instant::now();
-    let codes = all_at_once(&app, &reqs).await;
+    let codes: Vec<u16> = send_timed(&app, reqs.clone(), reqs.len())
+        .await
+        .into_iter()
+        .map(|(code, _)| code)
+        .collect();
     let waited = started.elapsed();
     assert!(
         codes.iter().all(|c| *c == 503),
@@ -122,25 +115,6 @@ async fn a_stalled_database_means_503_in_time_and_what_it_committed_is_counted()
     for (status, n) in expected {
         assert_eq!(outbound(&again, status), n as f64, "{status}\n{}", s.dump());
     }
-}
-
-/// Every request at once, each on its own task; their statuses in order.
-async fn all_at_once(app: &TestApp, reqs: &[Req]) -> Vec<u16> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, r) in reqs.iter().enumerate() {
-        let (client, base) = (app.client.clone(), app.url(""));
-        let req = match r {
-            Req::Hook(v) => client.post(format!("{base}/v1/events/sent")).json(v),
-            Req::Meta(b) => client
-                .post(format!("{base}/webhooks/meta"))
-                .header("content-type", "application/json")
-                .body(b.clone()),
-        };
-        tasks.spawn(async move { (i, req.send().await.unwrap().status().as_u16()) });
-    }
-    let mut codes = tasks.join_all().await;
-    codes.sort();
-    codes.into_iter().map(|(_, code)| code).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

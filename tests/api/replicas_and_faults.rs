@@ -14,12 +14,12 @@ const MESSAGES: usize = 60;
 
 /// One request of a bot's traffic: a send hook or a Meta webhook.
 #[derive(Clone)]
-enum Req {
+pub(crate) enum Req {
     Hook(serde_json::Value),
     Meta(Vec<u8>),
 }
 
-async fn send(app: &TestApp, req: &Req) -> u16 {
+pub(crate) async fn send(app: &TestApp, req: &Req) -> u16 {
     match req {
         Req::Hook(v) => app.post_json("/v1/events/sent", v).await.status().as_u16(),
         Req::Meta(b) => app.post_meta(b).await.status().as_u16(),
@@ -93,7 +93,11 @@ async fn send_concurrently_retrying_503(app: &TestApp, reqs: Vec<Req>) -> Vec<u1
 }
 
 /// Sends requests `width` at a time; each reply's status and how long it took.
-async fn send_timed(app: &TestApp, reqs: Vec<Req>, width: usize) -> Vec<(u16, Duration)> {
+pub(crate) async fn send_timed(
+    app: &TestApp,
+    reqs: Vec<Req>,
+    width: usize,
+) -> Vec<(u16, Duration)> {
     let mut out = Vec::new();
     for chunk in reqs.chunks(width) {
         let mut tasks = tokio::task::JoinSet::new();

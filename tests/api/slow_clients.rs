@@ -31,6 +31,15 @@ async fn read_until_closed(conn: &mut TcpStream, within: Duration) -> Option<Str
     }
 }
 
+/// Webhooks processed, as `/metrics` says.
+async fn processed(app: &TestApp) -> f64 {
+    let s = app.scrape().await;
+    s.sum(
+        "messaging_webhook_events_total",
+        &[("outcome", "processed")],
+    )
+}
+
 /// True while the server has neither closed the connection nor written to it.
 fn still_waiting(conn: &TcpStream) -> bool {
     let mut byte = [0u8; 1];
@@ -108,14 +117,7 @@ async fn a_body_that_never_arrives_gets_408_and_holds_no_place() {
             .expect("the stalled request was answered");
         assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
     }
-    let s = app.scrape().await;
-    assert_eq!(
-        s.sum(
-            "messaging_webhook_events_total",
-            &[("outcome", "processed")]
-        ),
-        1.0
-    );
+    assert_eq!(processed(&app).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,12 +224,5 @@ async fn a_thousand_trickling_bodies_starve_neither_probes_nor_signed_traffic() 
         slow.iter().filter(|c| still_waiting(c)).count() == slow_count,
         "the trickling clients were still connected while the others were served"
     );
-    let s = app.scrape().await;
-    assert_eq!(
-        s.sum(
-            "messaging_webhook_events_total",
-            &[("outcome", "processed")]
-        ),
-        1.0
-    );
+    assert_eq!(processed(&app).await, 1.0);
 }
