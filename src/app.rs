@@ -54,6 +54,7 @@ impl App {
             config.kept_rows as usize,
             metrics.ledger_counters(),
             recorder.clone(),
+            i64::from(config.relay_max_age_hours) * 3_600_000,
         );
         metrics.set_ready(true);
         let presend_reads = StateReader::new(db.clone());

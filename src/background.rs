@@ -3,14 +3,17 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
 use sqlx::Row;
 use tokio::task::JoinSet;
 use tokio::time::{interval, MissedTickBehavior};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::domain::window::WINDOW_MS;
 use crate::http::AppState;
-use crate::store;
+use crate::{relay, store};
 
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -22,6 +25,7 @@ const SWEEP_BATCH: i64 = 1_000;
 /// Starts the background tasks; they stop when the returned set is dropped or aborted.
 pub fn spawn(state: &AppState) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
+    spawn_relay(state, &mut tasks);
     let s = state.clone();
     tasks.spawn(every(SWEEP_EVERY, move || {
         let s = s.clone();
@@ -55,6 +59,29 @@ pub fn spawn(state: &AppState) -> JoinSet<()> {
     tasks
 }
 
+/// The relay's delivery workers, when a relay URL is set (CONTRACT §7).
+fn spawn_relay(state: &AppState, tasks: &mut JoinSet<()>) {
+    let settings = relay::Settings::from_config(&state.config);
+    if !settings.enabled() {
+        return;
+    }
+    let worker = relay::worker::Worker {
+        db: state.db.clone(),
+        clock: state.clock.clone(),
+        metrics: state.metrics.relay.clone(),
+        settings: Arc::new(settings),
+        owner: format!("{:016x}", rand::random::<u64>()).into(),
+    };
+    let token = state
+        .config
+        .twilio_auth_token
+        .as_ref()
+        .map(|t| t.expose_secret().as_bytes().to_vec());
+    if let Err(e) = worker.spawn(token, &state.ledger.relay_wake(), tasks) {
+        error!(error = %e, "the relay's HTTP client could not be built; webhooks wait in the outbox");
+    }
+}
+
 async fn every<F, Fut>(period: Duration, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -86,6 +113,23 @@ async fn refresh(s: &AppState) {
     if let Ok(n) = active {
         s.metrics.set_sessions_active(n);
     }
+    if s.config.relay_meta_url.is_some() || s.config.relay_twilio_url.is_some() {
+        refresh_relay_backlog(s).await;
+    }
+}
+
+/// The relay's backlog gauges: webhooks waiting per target and the age of the oldest.
+async fn refresh_relay_backlog(s: &AppState) {
+    match store::outbox::backlog(s.db.pool()).await {
+        Ok(targets) => {
+            let now = s.clock.now_ms();
+            for (target, waiting, oldest_ms) in targets {
+                let age = oldest_ms.map_or(0.0, |t| (now - t) as f64 / 1000.0);
+                s.metrics.relay.set_backlog(target, waiting, age);
+            }
+        }
+        Err(e) => warn!(error = %e, "could not read the relay backlog; keeping the last figures"),
+    }
 }
 
 /// Deletes per-message rows older than the retention period (outbound messages by when
@@ -110,6 +154,10 @@ pub async fn purge(s: &AppState) -> Result<u64, sqlx::Error> {
             .rows_affected();
         w.commit().await?;
     }
+    let relay_cutoff = s.clock.now_ms() - i64::from(s.config.relay_max_age_hours) * 3_600_000;
+    let mut w = s.db.begin_write().await?;
+    store::outbox::forget_delivered(&mut w.tx, relay_cutoff).await?;
+    w.commit().await?;
     if deleted > 0 {
         s.ledger.forget_recent_rows();
         info!(

@@ -121,6 +121,30 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=1_048_576))]
     pub kept_rows: u32,
 
+    /// Relay every signed Meta webhook to this URL (the bot's webhook endpoint), as
+    /// received: same body, `Content-Type` and `X-Hub-Signature-256` (CONTRACT §7).
+    /// Needs META_APP_SECRET.
+    #[arg(long, env = "RELAY_META_URL")]
+    pub relay_meta_url: Option<String>,
+
+    /// Relay every signed Twilio webhook to this URL, with the sub-path and query that
+    /// followed `/webhooks/twilio` appended, re-signed for it with TWILIO_AUTH_TOKEN.
+    #[arg(long, env = "RELAY_TWILIO_URL")]
+    pub relay_twilio_url: Option<String>,
+
+    /// One relay delivery attempt's limit, in milliseconds; past it the attempt counts as
+    /// failed and is retried.
+    #[arg(long, env = "RELAY_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub relay_timeout_ms: u64,
+
+    /// A webhook not relayed within this many hours of its receipt is dropped (counted
+    /// `expired`); a byte-identical body within it is not relayed again. Meta itself
+    /// retries for 7 days.
+    #[arg(long, env = "RELAY_MAX_AGE_HOURS", default_value_t = 168,
+          value_parser = clap::value_parser!(u32).range(1..=8760))]
+    pub relay_max_age_hours: u32,
+
     #[command(flatten)]
     pub secret_files: SecretFiles,
 }
@@ -189,8 +213,41 @@ impl Config {
         {
             return Err("--max-concurrent-requests, --header-read-timeout-ms and --request-timeout-ms must be at least 1".into());
         }
+        self.check_relay()?;
         if self.max_label_values == 0 {
             return Err("--max-label-values must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Relay URLs are absolute, and each target has the secret its webhooks are checked
+    /// (and, for Twilio, re-signed) with: only signed webhooks are relayed.
+    fn check_relay(&self) -> Result<(), String> {
+        for (flag, url) in [
+            ("RELAY_META_URL", &self.relay_meta_url),
+            ("RELAY_TWILIO_URL", &self.relay_twilio_url),
+        ] {
+            if let Some(url) = url {
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(format!(
+                        "{flag} must start with https:// or http://, got {url:?}"
+                    ));
+                }
+            }
+        }
+        if self.relay_meta_url.is_some() && self.meta_app_secret.is_none() {
+            return Err(
+                "RELAY_META_URL is set but META_APP_SECRET is not: the relay \
+                        forwards only signed webhooks, so set META_APP_SECRET"
+                    .into(),
+            );
+        }
+        if self.relay_twilio_url.is_some() && self.twilio_auth_token.is_none() {
+            return Err(
+                "RELAY_TWILIO_URL is set but TWILIO_AUTH_TOKEN is not: the relay \
+                        re-signs Twilio webhooks with it, so set TWILIO_AUTH_TOKEN"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -262,6 +319,10 @@ mod tests {
         assert_eq!(c.max_series, 10_000);
         assert_eq!(c.kept_rows, 8_192);
         assert_eq!(c.db_writers, 3, "README's table says 3");
+        assert_eq!(c.relay_meta_url, None);
+        assert_eq!(c.relay_twilio_url, None);
+        assert_eq!(c.relay_timeout_ms, 10_000);
+        assert_eq!(c.relay_max_age_hours, 168);
         assert!(c.check().is_ok());
     }
 
@@ -323,6 +384,31 @@ mod tests {
         assert!(parse(&["--twilio-auth-token", "t"]).check().is_err());
         let all = ["messaging-exporter", "--retention-days", "3"];
         assert!(Config::try_parse_from(all).is_err());
+    }
+
+    #[test]
+    fn a_relay_url_needs_its_targets_secret_and_a_scheme() {
+        let err = parse(&["--relay-meta-url", "http://bot/hook"])
+            .check()
+            .unwrap_err();
+        assert!(err.contains("META_APP_SECRET"), "{err}");
+        let twilio = [
+            "--relay-twilio-url",
+            "http://bot/sms",
+            "--twilio-auth-token",
+            "t",
+        ];
+        let mut with_url = twilio.to_vec();
+        with_url.extend(["--public-url", "https://hooks.example.com"]);
+        assert!(parse(&with_url).check().is_ok());
+        let err = parse(&["--relay-twilio-url", "http://bot/sms"])
+            .check()
+            .unwrap_err();
+        assert!(err.contains("TWILIO_AUTH_TOKEN"), "{err}");
+        let bad = ["--relay-meta-url", "bot:8080", "--meta-app-secret", "s"];
+        let err = parse(&bad).check().unwrap_err();
+        assert!(err.contains("RELAY_META_URL must start with"), "{err}");
+        assert!(refusal(&["--relay-timeout-ms", "0"]).contains("--relay-timeout-ms"));
     }
 
     #[test]

@@ -17,6 +17,9 @@ pub enum Event {
     /// An item we acknowledge but do not count (another webhook field, a status outside
     /// the contract's set such as Twilio's `queued`).
     Ignored(Provider),
+    /// The webhook itself, to relay to the bot (CONTRACT §7): stored in the outbox by the
+    /// transaction that records the webhook's other events.
+    Relay(Box<crate::relay::Webhook>),
 }
 
 impl Event {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod presend;
 pub mod providers;
+pub mod relay;
 pub mod settings_cache;
 pub mod store;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{OriginalUri, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -18,6 +18,7 @@ use crate::domain::{Outcome, Provider};
 use crate::events::Event;
 use crate::ledger::HookCounts;
 use crate::providers::{constant_time_eq, meta, twilio, twilio_url};
+use crate::relay::{self, Target};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -92,14 +93,28 @@ async fn meta_events(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode> {
-    let events = parse_meta(&state, &headers, body)
+    let (mut events, bytes) = parse_meta(&state, &headers, body)
         .await
         .inspect_err(|e| rejected(&state, Provider::Meta, e))?;
+    if state.config.relay_meta_url.is_some() {
+        events.push(to_relay(
+            &state,
+            Target::Meta,
+            &headers,
+            bytes,
+            String::new(),
+        ));
+    }
     store_and_count(&state, events).await?;
     Ok(StatusCode::OK)
 }
 
-async fn parse_meta(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<Event>> {
+/// The webhook's events, and its body for the relay.
+async fn parse_meta(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<Event>, Bytes)> {
     require_content_type(headers, JSON)?;
     let bytes = read_limited(headers, body).await?;
     if let Some(secret) = &state.config.meta_app_secret {
@@ -112,7 +127,37 @@ async fn parse_meta(state: &AppState, headers: &HeaderMap, body: Body) -> Result
             ));
         }
     }
-    Ok(meta::parse(&bytes)?)
+    Ok((meta::parse(&bytes)?, bytes))
+}
+
+/// A signed webhook as an event that puts it in the relay's outbox (CONTRACT §7).
+fn to_relay(
+    state: &AppState,
+    target: Target,
+    headers: &HeaderMap,
+    body: Bytes,
+    path_suffix: String,
+) -> Event {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let signature = match target {
+        Target::Meta => header("x-hub-signature-256"),
+        // Twilio's covers the URL it called; the worker signs for the relay URL instead.
+        Target::Twilio => String::new(),
+    };
+    Event::Relay(Box::new(relay::Webhook {
+        target,
+        body: body.into(),
+        content_type: header("content-type"),
+        signature,
+        path_suffix,
+        received_ms: state.clock.now_ms(),
+    }))
 }
 
 const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
@@ -181,10 +226,23 @@ async fn twilio_callback(
     let path_and_query = uri
         .path_and_query()
         .map_or(twilio_url::ROUTE, |p| p.as_str());
-    let event = parse_twilio(&state, path_and_query, &headers, body)
+    let (event, bytes) = parse_twilio(&state, path_and_query, &headers, body)
         .await
         .inspect_err(|e| rejected(&state, Provider::Twilio, e))?;
-    store_and_count(&state, vec![event]).await?;
+    let mut events = vec![event];
+    if state.config.relay_twilio_url.is_some() {
+        let suffix = path_and_query
+            .strip_prefix(twilio_url::ROUTE)
+            .unwrap_or_default();
+        events.push(to_relay(
+            &state,
+            Target::Twilio,
+            &headers,
+            bytes,
+            suffix.to_owned(),
+        ));
+    }
+    store_and_count(&state, events).await?;
     Ok((
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
         EMPTY_TWIML,
@@ -196,7 +254,7 @@ async fn parse_twilio(
     path_and_query: &str,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Event> {
+) -> Result<(Event, Bytes)> {
     require_content_type(headers, FORM)?;
     let bytes = read_limited(headers, body).await?;
     let params = twilio::parse_form(&bytes)?;
@@ -224,7 +282,7 @@ async fn parse_twilio(
             ));
         }
     }
-    Ok(twilio::parse(&params)?)
+    Ok((twilio::parse(&params)?, bytes))
 }
 
 /// Stores events; the ledger counts what their commit made countable. On a database

@@ -20,9 +20,10 @@ use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Channel, Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
 use crate::metrics::{LedgerCounters, ReadSource};
+use crate::relay::Webhook;
 use crate::store::batch_read::{self, KeyPhone};
 use crate::store::reservations::{self, ReservationStatus, Settlement};
-use crate::store::{batch_write, inbound, json_rows, messages, sessions, Backend};
+use crate::store::{batch_write, inbound, json_rows, messages, outbox, sessions, Backend};
 
 /// A row of the batch as loaded, and whether the batch changed it.
 struct BatchRow<T> {
@@ -73,6 +74,8 @@ struct Rows<'e> {
     templates: BTreeMap<String, i64>,
     /// Reservations named by send hooks, in the order the hooks came.
     settlements: Vec<Settlement>,
+    /// Webhooks to relay, in the order they came.
+    relays: Vec<&'e Webhook>,
 }
 
 pub(super) struct Context<'a> {
@@ -90,6 +93,8 @@ pub(super) struct Context<'a> {
     /// The kinds of the rows missing from `recent` the batch took for new (the bits of
     /// [`Kinds`], see [`super::presumed_new`]): a lost race is then most likely one of those.
     pub presumed_new: AtomicU8,
+    /// A webhook byte-identical to one relayed since this time is not relayed again.
+    pub relay_dedupe_from: i64,
 }
 
 /// A batch applied in memory: what each request made countable, and the rows to write.
@@ -102,10 +107,12 @@ pub(super) struct Applied<'e> {
 /// only read until then, where inbound messages and webhook errors are stored as they are
 /// met. Such a batch can read outside a transaction (see [`Applied::write`]).
 pub(super) fn reads_before_writing(requests: &[&[Event]]) -> bool {
-    requests
-        .iter()
-        .flat_map(|r| r.iter())
-        .all(|e| matches!(e, Event::Status(_) | Event::Sent(_) | Event::Ignored(_)))
+    requests.iter().flat_map(|r| r.iter()).all(|e| {
+        matches!(
+            e,
+            Event::Status(_) | Event::Sent(_) | Event::Ignored(_) | Event::Relay(_)
+        )
+    })
 }
 
 /// Loads the batch's rows and applies each request's events in order.
@@ -136,22 +143,34 @@ impl Applied<'_> {
     }
 
     /// Only message and session rows changed: [`Self::write_at_once`] can write them.
+    /// (A webhook to relay is written in the transaction that writes its events.)
     pub fn changes_rows_only(&self) -> bool {
-        self.rows.templates.is_empty() && self.rows.settlements.is_empty()
+        self.rows.templates.is_empty()
+            && self.rows.settlements.is_empty()
+            && self.rows.relays.is_empty()
     }
 
     /// Writes the batch back, in a transaction the caller commits. Every row is written
     /// only if unchanged since it was read ([`crate::store::WriteConflict`] else), so the
     /// reads may have been made outside the transaction, each statement reading what was
     /// committed when it ran.
-    pub async fn write(&self, conn: &mut AnyConnection, now: i64) -> Result<(), sqlx::Error> {
+    pub async fn write(
+        &self,
+        conn: &mut AnyConnection,
+        now: i64,
+        relay_dedupe_from: i64,
+    ) -> Result<(), sqlx::Error> {
         // Written in key order, the order they were read in, so that concurrent writers
         // (other replicas, the parts of a batch) take row locks in one order and do not
         // deadlock.
         let rows = &self.rows;
         messages::save_many(conn, &changed(rows.messages.iter()), now).await?;
         sessions::save_many(conn, &changed(rows.sessions.values()), now).await?;
-        reservations::apply_hooks(conn, &rows.templates, &rows.settlements, now).await
+        reservations::apply_hooks(conn, &rows.templates, &rows.settlements, now).await?;
+        for webhook in &rows.relays {
+            outbox::insert(conn, webhook, relay_dedupe_from).await?;
+        }
+        Ok(())
     }
 
     /// Writes the messages and sessions back in one statement that commits on its own
@@ -324,6 +343,7 @@ async fn load<'e>(
         new_inbound,
         templates: BTreeMap::new(),
         settlements: Vec::new(),
+        relays: Vec::new(),
     })
 }
 
@@ -392,6 +412,7 @@ async fn apply_event<'e>(
 ) -> Result<(), sqlx::Error> {
     match event {
         Event::Ignored(p) => tally.outcome(*p, Outcome::Ignored),
+        Event::Relay(webhook) => rows.relays.push(webhook),
         Event::Status(s) => {
             let i = rows.index[&(s.provider, s.message_id.as_str())];
             let m = &mut rows.messages[i].state;

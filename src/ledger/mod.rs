@@ -16,6 +16,7 @@ mod writer;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::clock::SharedClock;
@@ -44,6 +45,10 @@ pub(crate) struct Inner {
     counters: LedgerCounters,
     recent: recent::Recent,
     recorder: Recorder,
+    /// How long a relayed webhook's body keeps a byte-identical one from being relayed.
+    relay_max_age_ms: i64,
+    /// Changes each time webhooks to relay were committed, to wake the relay's workers.
+    relay_wake: watch::Sender<u64>,
 }
 
 /// The reply of a send hook: how many reports were new and how many repeats.
@@ -111,7 +116,9 @@ pub const DEFAULT_BATCH_PARTS: usize = 3;
 impl Ledger {
     /// Starts the writer task (needs a Tokio runtime); its large batches run as
     /// `batch_parts` transactions at once, it keeps up to `kept_rows` committed rows
-    /// per table (see [`recent`]), and what it commits goes to `recorder`.
+    /// per table (see [`recent`]), and what it commits goes to `recorder`. A webhook to
+    /// relay is not stored again while one byte-identical to it, received within
+    /// `relay_max_age_ms`, is in the outbox.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         db: Db,
@@ -122,6 +129,7 @@ impl Ledger {
         kept_rows: usize,
         counters: LedgerCounters,
         recorder: Recorder,
+        relay_max_age_ms: i64,
     ) -> Self {
         let inner = Arc::new(Inner {
             db,
@@ -131,6 +139,8 @@ impl Ledger {
             counters,
             recent: recent::Recent::new(kept_rows),
             recorder,
+            relay_max_age_ms,
+            relay_wake: watch::Sender::new(0),
         });
         let queue = writer::spawn(inner.clone(), batch_parts);
         Self { inner, queue }
@@ -157,6 +167,11 @@ impl Ledger {
             None => Ok(recorded.hooks),
             Some(error) => Err(error),
         }
+    }
+
+    /// Changes each time webhooks to relay were committed.
+    pub fn relay_wake(&self) -> watch::Receiver<u64> {
+        self.inner.relay_wake.subscribe()
     }
 
     /// Drops the rows kept from recent batches ([`recent`]): call after deleting rows.
@@ -226,6 +241,7 @@ impl Inner {
                 recent: Some(&self.recent),
                 counters: &self.counters,
                 presumed_new: AtomicU8::new(0),
+                relay_dedupe_from: self.clock.now_ms() - self.relay_max_age_ms,
             };
             let result = if attempt == 1 && batch::reads_before_writing(requests) {
                 self.read_then_write(requests, &cx).await
@@ -278,7 +294,9 @@ impl Inner {
         } else {
             drop(conn);
             let mut w = self.db.begin_write().await?;
-            applied.write(&mut w.tx, cx.now).await?;
+            applied
+                .write(&mut w.tx, cx.now, cx.relay_dedupe_from)
+                .await?;
             w.commit().await?;
         }
         Ok(applied.committed(cx.recent, cx.now))
@@ -294,7 +312,9 @@ impl Inner {
     ) -> Result<Vec<(Tally, HookCounts)>, sqlx::Error> {
         let mut w = self.db.begin_write().await?;
         let applied = batch::prepare(&mut w.tx, requests, cx).await?;
-        applied.write(&mut w.tx, cx.now).await?;
+        applied
+            .write(&mut w.tx, cx.now, cx.relay_dedupe_from)
+            .await?;
         w.commit().await?;
         Ok(applied.committed(cx.recent, cx.now))
     }

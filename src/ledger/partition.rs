@@ -23,7 +23,7 @@ pub(super) fn part_of(event: &Event, parts: usize) -> usize {
             .as_ref()
             .map_or(m.message_id.as_str(), |p| p.as_str()),
         // Touches no message and no session: any part will do.
-        Event::WebhookError(_) | Event::Ignored(_) => return 0,
+        Event::WebhookError(_) | Event::Ignored(_) | Event::Relay(_) => return 0,
     };
     // A fixed hasher: the same phone goes to the same part for the life of the process.
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);

@@ -60,6 +60,9 @@ async fn commit(inner: Arc<Inner>, mut jobs: Vec<Job>, parts: usize) {
 /// Commits a batch, counts what it committed, then answers its callers.
 async fn commit_and_count(inner: Arc<Inner>, mut jobs: Vec<Job>, parts: usize) {
     let events: usize = jobs.iter().map(|j| j.input.len()).sum();
+    let relays = jobs
+        .iter()
+        .any(|j| j.input.iter().any(|e| matches!(e, Event::Relay(_))));
     let requests: Vec<Vec<Event>> = jobs
         .iter_mut()
         .map(|j| std::mem::take(&mut j.input))
@@ -72,6 +75,9 @@ async fn commit_and_count(inner: Arc<Inner>, mut jobs: Vec<Job>, parts: usize) {
     for (job, mut answer) in jobs.into_iter().zip(answers) {
         inner.recorder.record(std::mem::take(&mut answer.tally));
         job.answer(Ok(answer));
+    }
+    if relays {
+        inner.relay_wake.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

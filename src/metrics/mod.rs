@@ -20,9 +20,11 @@ use crate::domain::{Outcome, Provider};
 
 mod cap;
 mod recorder;
+mod relay;
 mod rendered;
 use cap::{Capped, CappedFamily, SeriesCap};
 pub use recorder::Recorder;
+pub use relay::{RelayMetrics, RelayOutcome};
 use rendered::{push_escaped, LabelSet, RenderedCounters};
 
 /// Provider → handset: most messages arrive within seconds, but an offline phone takes
@@ -419,6 +421,8 @@ pub struct Metrics {
     ai_cost: CappedFamily<ModelCurrency, Counter<f64, AtomicU64>>,
     ai_intents: CappedFamily<IntentLabels, Counter>,
     sessions_active: Gauge,
+    /// The relay's families (CONTRACT §7).
+    pub relay: RelayMetrics,
     presend: Family<DecisionLabels, Counter>,
     webhook_events: Family<WebhookLabels, Counter>,
     label_overflow: Family<LabelName, Counter>,
@@ -487,6 +491,7 @@ impl Metrics {
             ai_cost: cap.over(Family::default()),
             ai_intents: cap.over(Family::default()),
             sessions_active: Gauge::default(),
+            relay: RelayMetrics::register(&mut registry),
             presend: Family::default(),
             webhook_events: Family::default(),
             label_overflow,

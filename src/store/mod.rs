@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod json_rows;
 pub mod key_collation;
 pub mod messages;
+pub mod outbox;
 pub mod pg_records;
 pub mod queries;
 pub mod reservations;

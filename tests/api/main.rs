@@ -20,6 +20,7 @@ mod presumed_new;
 mod process;
 mod queries;
 mod recent_rows;
+mod relay;
 mod replicas_and_faults;
 mod schemathesis;
 mod signatures;
