@@ -10,15 +10,18 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sqlx::{Connection, Executor};
 
+use super::config::Config;
 use super::live_queries::{check_dashboards, check_rules};
 use super::queries::Prom;
 use super::receiver::Receiver;
-use super::rules::RUNBOOK_BASE;
 use super::support::{
     eventually, free_port, now_secs, random_tag, read, repo, run_ok, tool, Proc, TempDir, TestDb,
     ADMIN_URL,
 };
 use super::traffic::Traffic;
+
+/// The job of another team's Prometheus scrape of the same exporter.
+const OTHER_JOB: &str = "other-team";
 
 /// Rewrites the value of every `key: value` line whose key is one of `keys`; returns the
 /// new text and how many lines changed.
@@ -247,6 +250,14 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
             ("scrape_interval: 15s", "scrape_interval: 1s".into()),
             ("evaluation_interval: 15s", "evaluation_interval: 1s".into()),
             ("- rules/*.yml", format!("- {}/*.yml", rules_dir.display())),
+            // Another team's job scraping the same exporter: the rules and boards must
+            // neither show it nor merge it with ours.
+            (
+                "scrape_configs:\n",
+                format!(
+                    "scrape_configs:\n  - job_name: {OTHER_JOB}\n    static_configs:\n      - targets: [\"127.0.0.1:{exporter_port}\"]\n"
+                ),
+            ),
         ],
     );
     fs::write(tmp.path("prometheus.yml"), config).unwrap();
@@ -300,7 +311,10 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let runbook = page["annotations"]["runbook_url"]
         .as_str()
         .unwrap_or_default();
-    assert!(runbook.starts_with(RUNBOOK_BASE), "runbook_url {runbook}");
+    assert!(
+        runbook.starts_with(&Config::shipped().runbook_base),
+        "runbook_url {runbook}"
+    );
     let ticket = eventually(
         "MessagingLabelOverflow to reach the ticket receiver",
         Duration::from_secs(30),
@@ -328,7 +342,8 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let mut failures = Vec::new();
     let mut notes = Vec::new();
     let presend = traffic.presend_available == Some(true);
-    let n_rules = check_rules(&prom, presend, &mut failures, &mut notes).await;
+    let group = [("job".to_owned(), "messaging-exporter".to_owned())];
+    let n_rules = check_rules(&prom, &group, presend, &mut failures, &mut notes).await;
     let (n_promql, n_sql) = check_dashboards(
         &prom,
         &db,

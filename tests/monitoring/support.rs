@@ -14,12 +14,23 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn yaml_file(rel: &str) -> serde_json::Value {
-    super::yaml::parse(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    yaml_path(&repo().join(rel))
+}
+
+pub fn yaml_path(path: &Path) -> serde_json::Value {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    super::yaml::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The files of a repository directory ending in `ext`, as repository-relative paths.
 pub fn files(dir: &str, ext: &str) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(repo().join(dir))
+    files_in(&repo(), dir, ext)
+}
+
+/// The files of `base`/`dir` ending in `ext`, as paths relative to `base`.
+pub fn files_in(base: &Path, dir: &str, ext: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(base.join(dir))
         .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|f| f.ends_with(ext))

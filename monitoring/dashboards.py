@@ -1,35 +1,59 @@
-#!/usr/bin/env python3
-"""Writes grafana/dashboards/*.json, the four provisioned dashboards.
+"""The four provisioned dashboards, built for monitoring/generate.py.
 
-The JSON files are generated so that every panel gets the same datasource references,
-units, descriptions and grid layout. Edit this file, then run
-
-    python3 grafana/generate.py          # rewrite the JSON files
-    python3 grafana/generate.py --check  # exit 1 if a JSON file is out of date
-
-tests/monitoring.rs runs --check and then every query of every panel against a live
-Prometheus and Postgres. Standard library only.
+Generated so that every panel gets the same datasource references, units, descriptions and
+grid layout, and every query the same selectors. Datasources are dashboard variables
+(`$datasource`, `$pg_datasource`), never fixed uids, so the boards work in any Grafana;
+every board selects the exporter's group labels (`$job` by default) and `$instance`.
 """
 
-import json
-import pathlib
-import sys
-
-OUT = pathlib.Path(__file__).resolve().parent / "dashboards"
-
-PROM = {"type": "prometheus", "uid": "prometheus"}
-PG = {"type": "grafana-postgresql-datasource", "uid": "postgres"}
+PROM = {"type": "prometheus", "uid": "${datasource}"}
+PG = {"type": "grafana-postgresql-datasource", "uid": "${pg_datasource}"}
 
 # Message prices come from the rate card, INR by default; AI providers bill in USD.
 # Change these two if your rate card or AI bills are in another currency.
 MSG_CURRENCY_UNIT = "currencyINR"
 AI_CURRENCY_UNIT = "currencyUSD"
 
-OUTBOUND = 'provider=~"$provider", channel=~"$channel", template=~"$template"'
-PC = 'provider=~"$provider", channel=~"$channel"'
-COST = 'provider=~"$provider", channel=~"$channel", template=~"$template", currency=~"$currency"'
-AI = 'operation=~"$operation", model=~"$model"'
-INST = 'job="messaging-exporter", instance=~"$instance"'
+
+class Selectors:
+    """The label matchers of every query, from monitoring/config.json.
+
+    Raw exporter series are matched by the configured selector, the chosen group labels
+    and instances; recorded series (named level:metric:operations) keep the group labels
+    but not the instance, so they are matched by the group labels alone.
+    """
+
+    def __init__(self, config):
+        self.group_labels = config.group_labels
+        self.selector = config.exporter.selector
+        self.group = ", ".join(f'{g}=~"${g}"' for g in config.group_labels)
+        self.raw = f'{self.selector}, {self.group}, instance=~"$instance"'
+        pc = 'provider=~"$provider", channel=~"$channel"'
+        outbound = f'{pc}, template=~"$template"'
+        ai = 'operation=~"$operation", model=~"$model"'
+        self.pc, self.pc_rec = f"{self.raw}, {pc}", f"{self.group}, {pc}"
+        self.outbound, self.outbound_rec = f"{self.raw}, {outbound}", f"{self.group}, {outbound}"
+        self.cost = f'{self.outbound}, currency=~"$currency"'
+        self.ai, self.ai_rec = f"{self.raw}, {ai}", f"{self.group}, {ai}"
+
+    def variables(self, pg=False):
+        """Datasources, then each group label (one value: one environment at a time),
+        then instances."""
+        out = [datasource_variable("datasource", "Prometheus", PROM["type"])]
+        if pg:
+            out.append(datasource_variable("pg_datasource", "PostgreSQL", PG["type"]))
+        chosen = [self.selector]
+        for g in self.group_labels:
+            out.append(variable(g, g.capitalize(), f"label_values(up{{{', '.join(chosen)}}}, {g})", multi=False))
+            chosen.append(f'{g}=~"${g}"')
+        out.append(variable("instance", "Instance",
+                            f"label_values(up{{{', '.join(chosen)}}}, instance)"))
+        return out
+
+    def label_values(self, metric, label, extra=""):
+        sel = f"{self.selector}, {self.group}" + (f", {extra}" if extra else "")
+        return f"label_values({metric}{{{sel}}}, {label})"
+
 
 # Never show a whole phone number: everything but the last 4 digits becomes '*'.
 MASKED_PHONE = "repeat('*', GREATEST(length(phone) - 4, 0)) || right(phone, 4)"
@@ -153,6 +177,22 @@ def row(title):
     return {"type": "row", "title": title, "collapsed": False, "panels": [], "_size": (24, 1)}
 
 
+def datasource_variable(name, label, plugin):
+    return {
+        "name": name,
+        "label": label,
+        "type": "datasource",
+        "query": plugin,
+        "refresh": 1,
+        "regex": "",
+        "includeAll": False,
+        "multi": False,
+        "current": {},
+        "options": [],
+        "hide": 0,
+    }
+
+
 def variable(name, label, query, multi=True):
     return {
         "name": name,
@@ -209,22 +249,22 @@ def dashboard(uid, title, description, tags, variables, items, time_from="now-6h
     }
 
 
-def outbound_vars():
+def outbound_vars(s):
+    m = "messaging_outbound_messages_total"
     return [
-        variable("provider", "Provider", "label_values(messaging_outbound_messages_total, provider)"),
-        variable("channel", "Channel",
-                 'label_values(messaging_outbound_messages_total{provider=~"$provider"}, channel)'),
+        variable("provider", "Provider", s.label_values(m, "provider")),
+        variable("channel", "Channel", s.label_values(m, "channel", 'provider=~"$provider"')),
         variable("template", "Template",
-                 'label_values(messaging_outbound_messages_total{provider=~"$provider", channel=~"$channel"}, template)'),
+                 s.label_values(m, "template", 'provider=~"$provider", channel=~"$channel"')),
     ]
 
 
 # ---------------------------------------------------------------- 1. delivery health
 
 
-def delivery():
+def delivery(s):
     def inc(status):
-        return f'sum(increase(messaging_outbound_messages_total{{status="{status}", {OUTBOUND}}}[$__range]))'
+        return f'sum(increase(messaging_outbound_messages_total{{status="{status}", {s.outbound}}}[$__range]))'
 
     items = [
         row("Funnel over the selected range"),
@@ -241,7 +281,7 @@ def delivery():
              thresholds=GOOD_HIGH, decimals=1),
         stat("Failure ratio", "Failed / (delivered + failed) over the range: the share of "
              "messages that reached an outcome and failed. The page alert fires above 5%.",
-             prom(f'{inc("failed")} / sum(increase(messaging_outbound_messages_total{{status=~"delivered|failed", {OUTBOUND}}}[$__range]))',
+             prom(f'{inc("failed")} / sum(increase(messaging_outbound_messages_total{{status=~"delivered|failed", {s.outbound}}}[$__range]))',
                   instant=True), "percentunit", thresholds=GOOD_LOW, decimals=1),
         bargauge("Funnel: sent → delivered → read",
                  "How many messages made it through each step of the funnel in the range.",
@@ -250,74 +290,74 @@ def delivery():
                   prom(inc("read"), "read", instant=True)], "short", w=12, h=7),
         timeseries("Messages by status",
                    "Outbound messages per second by status (accepted = the bot's send hook).",
-                   [prom(f"sum by (status) (provider_channel_template_status:messaging_outbound_messages:rate5m{{{OUTBOUND}}})",
+                   [prom(f"sum by (status) (provider_channel_template_status:messaging_outbound_messages:rate5m{{{s.outbound_rec}}})",
                          "{{status}}")], "cps", w=12, h=7),
         row("By template"),
         timeseries("Delivery ratio by template", "Delivered / sent per template, 5-minute rate.",
-                   [prom(f"provider_channel_template:messaging_outbound_delivery:ratio_rate5m{{{OUTBOUND}}}",
+                   [prom(f"provider_channel_template:messaging_outbound_delivery:ratio_rate5m{{{s.outbound_rec}}}",
                          "{{template}} ({{provider}}/{{channel}})")],
                    "percentunit", w=8, thresholds=GOOD_HIGH, max=1, min=0),
         timeseries("Read ratio by template", "Read / delivered per template, 5-minute rate.",
-                   [prom(f"provider_channel_template:messaging_outbound_read:ratio_rate5m{{{OUTBOUND}}}",
+                   [prom(f"provider_channel_template:messaging_outbound_read:ratio_rate5m{{{s.outbound_rec}}}",
                          "{{template}} ({{provider}}/{{channel}})")],
                    "percentunit", w=8, max=1, min=0),
         timeseries("Failure ratio by template",
                    "Failed / (delivered + failed) per template, 5-minute rate. The ticket alert "
                    "fires when a template stays above 10% over 30 minutes.",
-                   [prom(f"provider_channel_template:messaging_outbound_failure:ratio_rate5m{{{OUTBOUND}}}",
+                   [prom(f"provider_channel_template:messaging_outbound_failure:ratio_rate5m{{{s.outbound_rec}}}",
                          "{{template}} ({{provider}}/{{channel}})")],
                    "percentunit", w=8, thresholds=GOOD_LOW, threshold_line=True, min=0),
         row("Failures"),
         timeseries("Failures by error code",
                    "Provider error codes per second (Meta 131xxx, Twilio 3xxxx). docs/operations.md "
                    "lists the common ones.",
-                   [prom(f"sum by (provider, code) (rate(messaging_message_errors_total{{{PC}}}[$__rate_interval]))",
+                   [prom(f"sum by (provider, code) (rate(messaging_message_errors_total{{{s.pc}}}[$__rate_interval]))",
                          "{{provider}} {{code}}")], "cps", w=16),
         bargauge("Top error codes", "The ten most frequent error codes over the range.",
-                 [prom(f"topk(10, sum by (provider, code) (increase(messaging_message_errors_total{{{PC}}}[$__range])))",
+                 [prom(f"topk(10, sum by (provider, code) (increase(messaging_message_errors_total{{{s.pc}}}[$__range])))",
                        "{{provider}} {{code}}", instant=True)], "short", w=8,
                  thresholds=steps("orange")),
         row("Latency"),
         timeseries("Delivery latency percentiles",
                    "Send to delivered, p50/p95/p99 over 5 minutes. The ticket alert fires when p95 "
                    "stays above 60 s for 15 minutes.",
-                   [prom(f"provider_channel:messaging_delivery_latency_seconds:p{q}_rate5m{{{PC}}}",
+                   [prom(f"provider_channel:messaging_delivery_latency_seconds:p{q}_rate5m{{{s.pc_rec}}}",
                          f"p{q} {{{{provider}}}}/{{{{channel}}}}") for q in ("50", "95", "99")],
                    "s", thresholds=steps("green", (60, "red")), threshold_line=True),
         heatmap("Delivery latency distribution", "Send to delivered, per histogram bucket.",
-                prom(f"sum by (le) (increase(messaging_delivery_latency_seconds_bucket{{{PC}}}[$__rate_interval]))",
+                prom(f"sum by (le) (increase(messaging_delivery_latency_seconds_bucket{{{s.pc}}}[$__rate_interval]))",
                      "{{le}}"), "s"),
         timeseries("Read latency percentiles", "Delivered to read, p50/p95/p99 over 5 minutes.",
-                   [prom(f"provider_channel:messaging_read_latency_seconds:p{q}_rate5m{{{PC}}}",
+                   [prom(f"provider_channel:messaging_read_latency_seconds:p{q}_rate5m{{{s.pc_rec}}}",
                          f"p{q} {{{{provider}}}}/{{{{channel}}}}") for q in ("50", "95", "99")], "s"),
         heatmap("Read latency distribution", "Delivered to read, per histogram bucket.",
-                prom(f"sum by (le) (increase(messaging_read_latency_seconds_bucket{{{PC}}}[$__rate_interval]))",
+                prom(f"sum by (le) (increase(messaging_read_latency_seconds_bucket{{{s.pc}}}[$__rate_interval]))",
                      "{{le}}"), "s"),
         timeseries("Response latency",
                    "From a user's message to the next outbound message to that phone: how long "
                    "users wait for an answer.",
-                   [prom(f"histogram_quantile({q}, sum by (le) (rate(messaging_response_latency_seconds_bucket{{{PC}}}[$__rate_interval])))",
+                   [prom(f"histogram_quantile({q}, sum by (le) (rate(messaging_response_latency_seconds_bucket{{{s.pc}}}[$__rate_interval])))",
                          f"p{int(float(q) * 100)}") for q in ("0.5", "0.95")], "s", w=24),
         row("Inbound and sessions"),
         timeseries("Inbound messages by type", "User messages per second by type.",
-                   [prom(f"sum by (type) (rate(messaging_inbound_messages_total{{{PC}}}[$__rate_interval]))",
+                   [prom(f"sum by (type) (rate(messaging_inbound_messages_total{{{s.pc}}}[$__rate_interval]))",
                          "{{type}}")], "cps", w=16),
         stat("Active sessions",
              "Phones with an open 24-hour customer-service window (free-form messages allowed). "
              "Every replica reports the same database count, hence max.",
-             prom("max(messaging_sessions_active)", instant=True), "short", w=8, h=8),
+             prom(f"max(messaging_sessions_active{{{s.raw}}})", instant=True), "short", w=8, h=8),
     ]
     return dashboard("messaging-delivery", "Messaging / Delivery health",
                      "Are messages getting through? Funnel, ratios by template, failures, latency.",
-                     ["delivery"], outbound_vars(), items)
+                     ["delivery"], s.variables() + outbound_vars(s), items)
 
 
 # ---------------------------------------------------------------- 2. cost
 
 
-def cost():
-    spend = f"messaging_cost_total{{{COST}}}"
-    delivered = f'messaging_outbound_messages_total{{status="delivered", {OUTBOUND}}}'
+def cost(s):
+    spend = f"messaging_cost_total{{{s.cost}}}"
+    delivered = f'messaging_outbound_messages_total{{status="delivered", {s.outbound}}}'
     money = steps("green", (500, "red"))
     items = [
         row("Spend"),
@@ -354,7 +394,7 @@ def cost():
         timeseries("Hourly spend against budget",
                    "All providers and templates: the recorded hourly spend per currency against "
                    "the budget the alerts use (currency:messaging_cost_budget:hourly).",
-                   [prom('currency:messaging_cost:increase1h{currency=~"$currency"}', "spend {{currency}}"),
+                   [prom(f'currency:messaging_cost:increase1h{{{s.group}, currency=~"$currency"}}', "spend {{currency}}"),
                     prom('currency:messaging_cost_budget:hourly{currency=~"$currency"}', "budget {{currency}}")],
                    MSG_CURRENCY_UNIT),
         timeseries("Cost per delivered message by category",
@@ -412,8 +452,8 @@ ORDER BY failed_ms DESC
 LIMIT 50
 """)),
     ]
-    variables = outbound_vars() + [
-        variable("currency", "Currency", "label_values(messaging_cost_total, currency)"),
+    variables = s.variables(pg=True) + outbound_vars(s) + [
+        variable("currency", "Currency", s.label_values("messaging_cost_total", "currency")),
     ]
     return dashboard("messaging-cost", "Messaging / Cost",
                      "What messages cost: per hour and day, by category and template, month to "
@@ -424,62 +464,62 @@ LIMIT 50
 # ---------------------------------------------------------------- 3. AI
 
 
-def ai():
-    reqs = f"messaging_ai_requests_total{{{AI}}}"
+def ai(s):
+    reqs = f"messaging_ai_requests_total{{{s.ai}}}"
     items = [
         row("Requests"),
         stat("Calls", "AI calls the bot reported over the range.",
              prom(f"sum(increase({reqs}[$__range]))", instant=True), "short"),
         stat("Error ratio", "Failed calls / all calls over the range.",
-             prom(f'sum(increase(messaging_ai_requests_total{{outcome="error", {AI}}}[$__range])) / sum(increase({reqs}[$__range]))',
+             prom(f'sum(increase(messaging_ai_requests_total{{outcome="error", {s.ai}}}[$__range])) / sum(increase({reqs}[$__range]))',
                   instant=True), "percentunit", thresholds=GOOD_LOW, decimals=1),
         stat("p95 latency", "95th percentile of call latency over the range.",
-             prom(f"histogram_quantile(0.95, sum by (le) (increase(messaging_ai_latency_seconds_bucket{{{AI}}}[$__range])))",
+             prom(f"histogram_quantile(0.95, sum by (le) (increase(messaging_ai_latency_seconds_bucket{{{s.ai}}}[$__range])))",
                   instant=True), "s", thresholds=steps("green", (5, "orange"), (10, "red"))),
         stat("AI spend", "AI spend over the range, as the bot reported it.",
-             prom(f'sum(increase(messaging_ai_cost_total{{model=~"$model"}}[$__range]))', instant=True),
+             prom(f'sum(increase(messaging_ai_cost_total{{{s.raw}, model=~"$model"}}[$__range]))', instant=True),
              AI_CURRENCY_UNIT, decimals=2),
         stat("Tokens", "Input plus output tokens over the range.",
-             prom(f'sum(increase(messaging_ai_tokens_total{{model=~"$model"}}[$__range]))', instant=True),
+             prom(f'sum(increase(messaging_ai_tokens_total{{{s.raw}, model=~"$model"}}[$__range]))', instant=True),
              "short"),
         stat("Intents classified", "Intents the AI returned over the range.",
-             prom("sum(increase(messaging_ai_intents_total[$__range]))", instant=True), "short"),
+             prom(f"sum(increase(messaging_ai_intents_total{{{s.raw}}}[$__range]))", instant=True), "short"),
         timeseries("Calls by operation and outcome", "AI calls per second.",
                    [prom(f"sum by (operation, outcome) (rate({reqs}[$__rate_interval]))",
                          "{{operation}} {{outcome}}")], "cps"),
         timeseries("Error ratio by operation and model",
                    "Failed / all calls over 5 minutes. The ticket alert fires above 10% for 15 minutes.",
-                   [prom(f"operation_model:messaging_ai_errors:ratio_rate5m{{{AI}}}",
+                   [prom(f"operation_model:messaging_ai_errors:ratio_rate5m{{{s.ai_rec}}}",
                          "{{operation}} {{model}}")], "percentunit", thresholds=GOOD_LOW,
                    threshold_line=True, min=0),
         row("Latency"),
         timeseries("Latency percentiles by operation", "p50/p95/p99 of call latency by operation.",
-                   [prom(f"histogram_quantile({q}, sum by (operation, le) (rate(messaging_ai_latency_seconds_bucket{{{AI}}}[$__rate_interval])))",
+                   [prom(f"histogram_quantile({q}, sum by (operation, le) (rate(messaging_ai_latency_seconds_bucket{{{s.ai}}}[$__rate_interval])))",
                          f"p{int(float(q) * 100)} {{{{operation}}}}") for q in ("0.5", "0.95", "0.99")],
                    "s"),
         timeseries("p95 latency by operation and model",
                    "The recorded p95 the ticket alert uses (above 10 s for 15 minutes).",
-                   [prom(f"operation_model:messaging_ai_latency_seconds:p95_rate5m{{{AI}}}",
+                   [prom(f"operation_model:messaging_ai_latency_seconds:p95_rate5m{{{s.ai_rec}}}",
                          "{{operation}} {{model}}")], "s",
                    thresholds=steps("green", (10, "red")), threshold_line=True),
         heatmap("Latency distribution", "AI call latency per histogram bucket.",
-                prom(f"sum by (le) (increase(messaging_ai_latency_seconds_bucket{{{AI}}}[$__rate_interval]))",
+                prom(f"sum by (le) (increase(messaging_ai_latency_seconds_bucket{{{s.ai}}}[$__rate_interval]))",
                      "{{le}}"), "s", w=24),
         row("Tokens, cost and intents"),
         timeseries("Tokens by model", "Tokens per second by model and direction.",
-                   [prom('sum by (model, direction) (rate(messaging_ai_tokens_total{model=~"$model"}[$__rate_interval]))',
+                   [prom(f'sum by (model, direction) (rate(messaging_ai_tokens_total{{{s.raw}, model=~"$model"}}[$__rate_interval]))',
                          "{{model}} {{direction}}")], "cps", w=8),
         timeseries("AI spend per hour by model", "AI spend in the trailing hour by model.",
-                   [prom('sum by (model, currency) (increase(messaging_ai_cost_total{model=~"$model"}[1h]))',
+                   [prom(f'sum by (model, currency) (increase(messaging_ai_cost_total{{{s.raw}, model=~"$model"}}[1h]))',
                          "{{model}} {{currency}}")], AI_CURRENCY_UNIT, w=8),
         bargauge("Top intents", "The ten intents the AI classified most over the range.",
-                 [prom("topk(10, sum by (intent) (increase(messaging_ai_intents_total[$__range])))",
+                 [prom(f"topk(10, sum by (intent) (increase(messaging_ai_intents_total{{{s.raw}}}[$__range])))",
                        "{{intent}}", instant=True)], "short", w=8),
     ]
-    variables = [
-        variable("operation", "Operation", "label_values(messaging_ai_requests_total, operation)"),
+    variables = s.variables() + [
+        variable("operation", "Operation", s.label_values("messaging_ai_requests_total", "operation")),
         variable("model", "Model",
-                 'label_values(messaging_ai_requests_total{operation=~"$operation"}, model)'),
+                 s.label_values("messaging_ai_requests_total", "model", 'operation=~"$operation"')),
     ]
     return dashboard("messaging-ai", "Messaging / AI",
                      "The bot's AI calls: rate, errors, latency, tokens, cost and intents.",
@@ -489,7 +529,7 @@ def ai():
 # ---------------------------------------------------------------- 4. exporter internals
 
 
-def exporter():
+def exporter(s):
     ready_map = [{"type": "value", "options": {
         "0": {"text": "not ready", "color": "red"},
         "1": {"text": "ready", "color": "green"}}}]
@@ -500,36 +540,36 @@ def exporter():
     items = [
         row("Health"),
         stat("Scraped", "Whether every selected exporter answered Prometheus's last scrape.",
-             prom(f"min(up{{{INST}}})", instant=True), "none", w=4, thresholds=red_zero,
+             prom(f"min(up{{{s.raw}}})", instant=True), "none", w=4, thresholds=red_zero,
              mappings=up_map),
         stat("Ready", "Whether every selected exporter reaches its database (/readyz).",
-             prom(f"min(messaging_exporter_ready{{{INST}}})", instant=True), "none", w=4,
+             prom(f"min(messaging_exporter_ready{{{s.raw}}})", instant=True), "none", w=4,
              thresholds=red_zero, mappings=ready_map),
         stat("Replicas", "Exporter targets Prometheus scrapes.",
-             prom(f"count(up{{{INST}}})", instant=True), "short", w=4),
+             prom(f"count(up{{{s.raw}}})", instant=True), "short", w=4),
         stat("Scrape duration", "How long the last scrape of /metrics took (slowest replica).",
-             prom(f"max(scrape_duration_seconds{{{INST}}})", instant=True), "s", w=4,
+             prom(f"max(scrape_duration_seconds{{{s.raw}}})", instant=True), "s", w=4,
              thresholds=steps("green", (1, "orange"), (5, "red"))),
         table("Build info", "Version each replica runs.",
-              prom(f"max by (instance, version) (messaging_exporter_build_info{{{INST}}})",
+              prom(f"max by (instance, version) (messaging_exporter_build_info{{{s.raw}}})",
                    instant=True, fmt="table"), w=8, h=4),
         row("Webhooks"),
         timeseries("Webhook events by outcome",
                    "Provider webhook items per second: processed, duplicate (redelivery), ignored "
                    "(not for us), rejected (bad signature, type or body).",
-                   [prom(f"sum by (provider, outcome) (rate(messaging_webhook_events_total{{{INST}}}[$__rate_interval]))",
+                   [prom(f"sum by (provider, outcome) (rate(messaging_webhook_events_total{{{s.raw}}}[$__rate_interval]))",
                          "{{provider}} {{outcome}}")], "cps"),
         timeseries("Webhook rejections", "Rejected webhook requests in the trailing 15 minutes; "
                    "the ticket alert fires above 5.",
-                   [prom(f'sum by (provider) (increase(messaging_webhook_events_total{{outcome="rejected", {INST}}}[15m]))',
+                   [prom(f'sum by (provider) (increase(messaging_webhook_events_total{{outcome="rejected", {s.raw}}}[15m]))',
                          "{{provider}}")], "short", thresholds=steps("green", (5, "red")),
                    threshold_line=True),
         row("HTTP"),
         timeseries("Request latency p95 by route", "95th percentile of request latency by route.",
-                   [prom(f"histogram_quantile(0.95, sum by (route, le) (rate(messaging_exporter_http_request_duration_seconds_bucket{{{INST}}}[$__rate_interval])))",
+                   [prom(f"histogram_quantile(0.95, sum by (route, le) (rate(messaging_exporter_http_request_duration_seconds_bucket{{{s.raw}}}[$__rate_interval])))",
                          "{{route}}")], "s"),
         timeseries("Requests by route and status", "Requests per second by route and HTTP status.",
-                   [prom(f"sum by (route, status) (rate(messaging_exporter_http_request_duration_seconds_count{{{INST}}}[$__rate_interval]))",
+                   [prom(f"sum by (route, status) (rate(messaging_exporter_http_request_duration_seconds_count{{{s.raw}}}[$__rate_interval]))",
                          "{{route}} {{status}}")], "reqps"),
         row("Database batches"),
         timeseries("Batches run again",
@@ -538,7 +578,7 @@ def exporter():
                    "it took, and its write-back), presumed_new (a row the batch took for new "
                    "without reading it was stored) or deadlock. Nothing is counted twice. "
                    "Replicas that share messages show about one conflict per replica per minute.",
-                   [prom(f"sum by (reason) (rate(messaging_exporter_db_retries_total{{{INST}}}[$__rate_interval]))",
+                   [prom(f"sum by (reason) (rate(messaging_exporter_db_retries_total{{{s.raw}}}[$__rate_interval]))",
                          "{{reason}}")], "cps"),
         timeseries("Batches skipping their read",
                    "Share of database batches that read nothing: kept (every row among those "
@@ -546,57 +586,34 @@ def exporter():
                    "taken for new, while recent reads found such rows new). Low under a bot's "
                    "steady traffic: --kept-rows is small for its rate, or replicas share "
                    "messages.",
-                   [prom(f'sum by (source) (rate(messaging_exporter_batch_reads_total{{source!="database", {INST}}}[$__rate_interval])) '
-                         f"/ scalar(sum(rate(messaging_exporter_batch_reads_total{{{INST}}}[$__rate_interval])))",
+                   [prom(f'sum by (source) (rate(messaging_exporter_batch_reads_total{{source!="database", {s.raw}}}[$__rate_interval])) '
+                         f"/ scalar(sum(rate(messaging_exporter_batch_reads_total{{{s.raw}}}[$__rate_interval])))",
                          "{{source}}")], "percentunit"),
         row("Cardinality and pre-send"),
         timeseries("Label overflow",
                    "Values per second reported as \"other\" because the label reached "
                    "--max-label-values (series: label combinations, because a family reached "
                    "--max-series). Anything above zero raises MessagingLabelOverflow.",
-                   [prom(f"sum by (label) (rate(messaging_label_overflow_total{{{INST}}}[$__rate_interval]))",
+                   [prom(f"sum by (label) (rate(messaging_label_overflow_total{{{s.raw}}}[$__rate_interval]))",
                          "{{label}}")], "cps", thresholds=steps("green", (0.0001, "orange"))),
         timeseries("Pre-send decisions by reason",
                    "POST /v1/check-send answers per second, by decision and reason.",
-                   [prom(f"sum by (decision, reason) (rate(messaging_presend_checks_total{{{INST}}}[$__rate_interval]))",
+                   [prom(f"sum by (decision, reason) (rate(messaging_presend_checks_total{{{s.raw}}}[$__rate_interval]))",
                          "{{decision}} {{reason}}")], "cps"),
     ]
-    variables = [variable("instance", "Instance", 'label_values(up{job="messaging-exporter"}, instance)')]
+    variables = s.variables()
     return dashboard("messaging-exporter", "Messaging / Exporter internals",
                      "Is the exporter itself healthy? Scrapes, readiness, webhooks, HTTP, "
                      "database batches, label cardinality, pre-send decisions.", ["exporter"], variables, items,
                      time_from="now-3h")
 
 
-DASHBOARDS = {
-    "delivery.json": delivery,
-    "cost.json": cost,
-    "ai.json": ai,
-    "exporter.json": exporter,
-}
-
-
-def render(build):
-    return json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv):
-    check = "--check" in argv
-    stale = []
-    for name, build in DASHBOARDS.items():
-        path = OUT / name
-        text = render(build)
-        if check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-    if stale:
-        print("out of date (run python3 grafana/generate.py): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def build(config):
+    """Every dashboard: file name → dashboard JSON object."""
+    s = Selectors(config)
+    return {
+        "delivery.json": delivery(s),
+        "cost.json": cost(s),
+        "ai.json": ai(s),
+        "exporter.json": exporter(s),
+    }
