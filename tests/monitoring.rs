@@ -10,6 +10,8 @@
 //!   configs use.
 //! - `exposition`: a scrape holding free-text label values, read by Prometheus's own
 //!   OpenMetrics parser.
+//! - `inhibition`: the shipped inhibitions on a live Alertmanager, fed alerts of this
+//!   project, of another environment and of other teams.
 //! - `live`: exporter + Postgres + Prometheus + Alertmanager on loopback, real traffic,
 //!   the SLO page arriving at a test receiver, every rule and dashboard query answering,
 //!   and the exporter-down inhibition.
@@ -17,6 +19,8 @@
 //! Needs Postgres on 127.0.0.1:5432, python3 and Debian's `prometheus` and
 //! `prometheus-alertmanager` packages; a missing tool fails with how to install it.
 
+#[path = "monitoring/alertmanager.rs"]
+mod alertmanager;
 #[path = "monitoring/compose.rs"]
 mod compose;
 #[path = "monitoring/config.rs"]
@@ -27,6 +31,8 @@ mod dashboards;
 mod exposition;
 #[path = "monitoring/generated.rs"]
 mod generated;
+#[path = "monitoring/inhibition.rs"]
+mod inhibition;
 #[path = "monitoring/live.rs"]
 mod live;
 #[path = "monitoring/live_queries.rs"]

@@ -8,7 +8,7 @@ use std::fs;
 
 use super::config::{generate, Config};
 use super::dashboards::assert_portable;
-use super::rules::{assert_checkers_pass, assert_rules_follow};
+use super::rules::{assert_checkers_pass, assert_inhibitions_scoped, assert_rules_follow};
 use super::support::TempDir;
 
 #[test]
@@ -45,6 +45,7 @@ fn another_config_reaches_every_generated_file() {
     let cfg = Config::read(&config);
     assert_checkers_pass(&tmp.0, &cfg);
     assert_rules_follow(&tmp.0, &cfg);
+    assert_inhibitions_scoped(&tmp.0, &cfg);
     assert_portable(&tmp.0, &cfg);
 
     // Nothing of the shipped config is left in what the other one generated.

@@ -7,44 +7,21 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sqlx::{Connection, Executor};
 
+use super::alertmanager::{inhibited, Alertmanager};
 use super::config::Config;
 use super::live_queries::{check_dashboards, check_rules};
 use super::queries::Prom;
 use super::receiver::Receiver;
 use super::support::{
-    eventually, free_port, now_secs, random_tag, read, repo, run_ok, tool, Proc, TempDir, TestDb,
-    ADMIN_URL,
+    eventually, free_port, get_status, now_secs, random_tag, read, repo, run_ok, set_durations,
+    tool, wait_ready, Proc, TempDir, TestDb, ADMIN_URL,
 };
 use super::traffic::Traffic;
 
 /// The job of another team's Prometheus scrape of the same exporter.
 const OTHER_JOB: &str = "other-team";
-
-/// Rewrites the value of every `key: value` line whose key is one of `keys`; returns the
-/// new text and how many lines changed.
-fn set_durations(text: &str, keys: &[&str], value: &str) -> (String, usize) {
-    let mut hits = 0;
-    let out: Vec<String> = text
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            let indent = &line[..line.len() - trimmed.len()];
-            for key in keys {
-                if let Some(rest) = trimmed.strip_prefix(&format!("{key}:")) {
-                    if !rest.trim().is_empty() {
-                        hits += 1;
-                        return format!("{indent}{key}: {value}");
-                    }
-                }
-            }
-            line.to_owned()
-        })
-        .collect();
-    (out.join("\n") + "\n", hits)
-}
 
 /// Replaces each `from` with `to`, insisting that every `from` occurs: if the shipped file
 /// changes shape, this test must be updated rather than silently test something else.
@@ -54,27 +31,6 @@ fn replace_all(mut text: String, pairs: &[(&str, String)]) -> String {
         text = text.replace(from, to);
     }
     text
-}
-
-async fn get_status(url: &str) -> Result<u16, String> {
-    reqwest::get(url)
-        .await
-        .map(|r| r.status().as_u16())
-        .map_err(|e| e.to_string())
-}
-
-async fn wait_ready(what: &str, url: String, proc: &mut Proc) {
-    eventually(what, Duration::from_secs(30), || {
-        proc.assert_running();
-        let url = url.clone();
-        async move {
-            match get_status(&url).await? {
-                200 => Ok(()),
-                s => Err(format!("{url} answered {s}")),
-            }
-        }
-    })
-    .await;
 }
 
 /// Waits until Prometheus has scraped the exporter after `t` (unix seconds).
@@ -141,7 +97,7 @@ async fn unknown_counted(base: &str, want: f64) {
 async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let started = Instant::now();
     let prometheus = tool("prometheus");
-    let alertmanager = tool("prometheus-alertmanager");
+    tool("prometheus-alertmanager");
     tool("psql");
     let tmp = TempDir::new("messaging-monitoring");
     let db = TestDb::create().await;
@@ -195,35 +151,8 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     // --- Alertmanager: the shipped routes, rendered as compose does, notifying in 1 s.
     let receiver = Receiver::default();
     let receiver_url = receiver.start().await;
-    let am_port = free_port();
-    let am_config = tmp.path("alertmanager.yml");
-    run_ok(
-        Command::new("sh")
-            .arg(repo().join("prometheus/render-alertmanager-config.sh"))
-            .arg(repo().join("prometheus/alertmanager.yml"))
-            .arg(&am_config)
-            .env("PAGE_WEBHOOK_URL", format!("{receiver_url}/page"))
-            .env("TICKET_WEBHOOK_URL", format!("{receiver_url}/ticket")),
-        "render-alertmanager-config.sh",
-    );
-    let text = fs::read_to_string(&am_config).unwrap();
-    let (text, hits) = set_durations(&text, &["group_wait", "group_interval"], "1s");
-    assert!(
-        hits > 0,
-        "no group_wait/group_interval in prometheus/alertmanager.yml to shorten"
-    );
-    fs::write(&am_config, text).unwrap();
-    let mut am = Proc::spawn(
-        "alertmanager",
-        Command::new(alertmanager)
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", tmp.path("am").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address="),
-        tmp.path("alertmanager.log"),
-    );
-    let am_url = format!("http://127.0.0.1:{am_port}");
-    wait_ready("Alertmanager", format!("{am_url}/-/ready"), &mut am).await;
+    let am = Alertmanager::start(&tmp, &receiver_url).await;
+    let am_url = am.url.clone();
 
     // --- Prometheus: the shipped config on loopback ports, 1 s scrapes and evaluations,
     // and the shipped rules with `for:` shortened so alerts fire at once.
@@ -245,7 +174,7 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
         read("prometheus/prometheus.yml"),
         &[
             ("exporter:9469", format!("127.0.0.1:{exporter_port}")),
-            ("alertmanager:9093", format!("127.0.0.1:{am_port}")),
+            ("alertmanager:9093", am_url.trim_start_matches("http://").to_owned()),
             ("localhost:9090", format!("127.0.0.1:{prom_port}")),
             ("scrape_interval: 15s", "scrape_interval: 1s".into()),
             ("evaluation_interval: 15s", "evaluation_interval: 1s".into()),
@@ -356,7 +285,7 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
 
     // --- inhibition: the exporter loses its database; MessagingExporterDown pages and
     // mutes the failure-ratio page.
-    check_inhibition(&db, &exporter_url, &am_url, &receiver).await;
+    check_inhibition(&db, &exporter_url, &am, &receiver).await;
 
     for n in &notes {
         eprintln!("note: {n}");
@@ -373,7 +302,7 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     );
 }
 
-async fn check_inhibition(db: &TestDb, exporter_url: &str, am_url: &str, receiver: &Receiver) {
+async fn check_inhibition(db: &TestDb, exporter_url: &str, am: &Alertmanager, receiver: &Receiver) {
     let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
         .await
         .expect("admin connection");
@@ -414,32 +343,18 @@ async fn check_inhibition(db: &TestDb, exporter_url: &str, am_url: &str, receive
         },
     )
     .await;
-    let alerts_url = format!("{am_url}/api/v2/alerts");
     eventually(
         "Alertmanager to inhibit the failure-ratio alert",
         Duration::from_secs(30),
-        || {
-            let alerts_url = alerts_url.clone();
-            async move {
-                let alerts: Vec<Value> = reqwest::get(&alerts_url)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let a = alerts
-                    .iter()
-                    .find(|a| a["labels"]["alertname"] == "MessagingDeliveryFailureRatioHigh")
-                    .ok_or("the failure-ratio alert is not in Alertmanager")?;
-                let by = a["status"]["inhibitedBy"]
-                    .as_array()
-                    .map(Vec::len)
-                    .unwrap_or(0);
-                if a["status"]["state"] == "suppressed" && by > 0 {
-                    Ok(())
-                } else {
-                    Err(format!("status {}", a["status"]))
-                }
+        || async {
+            let alerts = am.alerts().await?;
+            let a = alerts
+                .iter()
+                .find(|a| a["labels"]["alertname"] == "MessagingDeliveryFailureRatioHigh")
+                .ok_or("the failure-ratio alert is not in Alertmanager")?;
+            match inhibited(&alerts, &a["labels"]) {
+                Some(true) => Ok(()),
+                _ => Err(format!("status {}", a["status"])),
             }
         },
     )

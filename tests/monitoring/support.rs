@@ -206,6 +206,50 @@ fn tail(path: &Path, bytes: u64) -> String {
     s
 }
 
+/// Rewrites the value of every `key: value` line whose key is one of `keys`; returns the
+/// new text and how many lines changed.
+pub fn set_durations(text: &str, keys: &[&str], value: &str) -> (String, usize) {
+    let mut hits = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            for key in keys {
+                if let Some(rest) = trimmed.strip_prefix(&format!("{key}:")) {
+                    if !rest.trim().is_empty() {
+                        hits += 1;
+                        return format!("{indent}{key}: {value}");
+                    }
+                }
+            }
+            line.to_owned()
+        })
+        .collect();
+    (out.join("\n") + "\n", hits)
+}
+
+pub async fn get_status(url: &str) -> Result<u16, String> {
+    reqwest::get(url)
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+pub async fn wait_ready(what: &str, url: String, proc: &mut Proc) {
+    eventually(what, Duration::from_secs(30), || {
+        proc.assert_running();
+        let url = url.clone();
+        async move {
+            match get_status(&url).await? {
+                200 => Ok(()),
+                s => Err(format!("{url} answered {s}")),
+            }
+        }
+    })
+    .await;
+}
+
 /// Polls `f` until it returns `Some`, or panics after `deadline` saying what it waited for.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
 where
