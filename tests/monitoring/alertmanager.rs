@@ -96,3 +96,28 @@ pub fn inhibited(alerts: &[Value], labels: &Value) -> Option<bool> {
                 .is_some_and(|by| !by.is_empty())
     })
 }
+
+/// Ok when Alertmanager holds an alert named `target` muted by one named `source`.
+pub fn muted_by(alerts: &[Value], target: &str, source: &str) -> Result<(), String> {
+    let sources: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["labels"]["alertname"] == source)
+        .map(|a| &a["fingerprint"])
+        .collect();
+    let t = alerts
+        .iter()
+        .find(|a| a["labels"]["alertname"] == target)
+        .ok_or_else(|| format!("{target} is not in Alertmanager"))?;
+    let by = t["status"]["inhibitedBy"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if t["status"]["state"] == "suppressed" && by.iter().any(|f| sources.contains(&f)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{target} has status {}, {source} fingerprints {sources:?}",
+            t["status"]
+        ))
+    }
+}

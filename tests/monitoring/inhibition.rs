@@ -46,9 +46,9 @@ fn alert(labels: &Value) -> Value {
 }
 
 /// Waits until Alertmanager mutes `sentinel` (so it has taken in every alert posted
-/// before it), then returns whether each of `labels` is muted.
-async fn muted_after(am: &Alertmanager, sentinel: &Value, labels: &[&Value]) -> Vec<bool> {
-    eventually(
+/// before it), then checks which of `cases` (what, labels, muted?) it mutes.
+async fn assert_muted(am: &Alertmanager, sentinel: &Value, cases: &[(&str, &Value, bool)]) {
+    let wrong = eventually(
         "Alertmanager to apply the inhibitions",
         Duration::from_secs(20),
         || async {
@@ -56,13 +56,22 @@ async fn muted_after(am: &Alertmanager, sentinel: &Value, labels: &[&Value]) -> 
             if inhibited(&alerts, sentinel) != Some(true) {
                 return Err(format!("{sentinel} is not muted yet"));
             }
-            labels
-                .iter()
-                .map(|l| inhibited(&alerts, l).ok_or_else(|| format!("{l} is missing")))
-                .collect()
+            let mut wrong = Vec::new();
+            for (what, labels, want) in cases {
+                let got =
+                    inhibited(&alerts, labels).ok_or_else(|| format!("{labels} is missing"))?;
+                if got != *want {
+                    wrong.push(format!(
+                        "{what} is {}muted: {labels}",
+                        if got { "" } else { "not " }
+                    ));
+                }
+            }
+            Ok(wrong)
         },
     )
-    .await
+    .await;
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,57 +114,72 @@ async fn inhibitions_mute_only_this_projects_alerts_of_the_same_job() {
     // A known inhibition, posted last: once it applies, Alertmanager has seen the rest.
     let fast_burn = ours(&cfg, "MessagingDeliverySloFastBurn", page, "", &slo);
     let slow_burn = ours(&cfg, "MessagingDeliverySloSlowBurn", ticket, "", &slo);
+    // The failure-ratio tickets of the fast burn's provider and channel, and of another.
+    let ratio = ours(
+        &cfg,
+        "MessagingDeliveryFailureRatioHigh",
+        ticket,
+        "",
+        &slo[1..],
+    );
+    let other_ratio = ours(
+        &cfg,
+        "MessagingDeliveryFailureRatioHigh",
+        ticket,
+        "",
+        &whatsapp,
+    );
 
-    // One replica down (what the rules fire for it: a ticket) mutes nothing.
-    am.post(
-        &[
-            &replica_down,
-            &failures,
-            &staging_failures,
-            &other_team,
-            &other_on_our_job,
-            &fast_burn,
-            &slow_burn,
-        ]
-        .map(alert),
-    )
-    .await;
-    let muted = muted_after(
+    // One replica down (what the rules fire for it: a ticket) mutes nothing; the fast burn
+    // mutes the tickets of its own job, provider and channel only: one page.
+    let posted = [
+        &replica_down,
+        &failures,
+        &staging_failures,
+        &other_team,
+        &other_on_our_job,
+        &other_ratio,
+        &ratio,
+        &fast_burn,
+        &slow_burn,
+    ];
+    am.post(&posted.map(alert)).await;
+    assert_muted(
         &am,
         &slow_burn,
         &[
-            &replica_down,
-            &failures,
-            &staging_failures,
-            &other_team,
-            &other_on_our_job,
+            ("one replica down", &replica_down, false),
+            ("our page while a replica is down", &failures, false),
+            ("our staging page", &staging_failures, false),
+            ("another team's page", &other_team, false),
+            ("another team's alert on our job", &other_on_our_job, false),
+            (
+                "a failure-ratio ticket of another channel",
+                &other_ratio,
+                false,
+            ),
+            (
+                "the failure-ratio ticket of the burning channel",
+                &ratio,
+                true,
+            ),
         ],
     )
     .await;
-    assert_eq!(
-        muted,
-        [false; 5],
-        "with one replica down, muted: replica_down, failures, staging_failures, other_team, other_on_our_job"
-    );
 
     // The whole fleet of the job down: only this project's alerts of that job are muted.
     let fleet_down = ours(&cfg, "MessagingExporterDown", page, "", &[]);
     am.post(&[alert(&fleet_down)]).await;
-    let muted = muted_after(
+    assert_muted(
         &am,
         &failures,
         &[
-            &replica_down,
-            &fleet_down,
-            &staging_failures,
-            &other_team,
-            &other_on_our_job,
+            ("the fleet-wide page itself", &fleet_down, false),
+            ("a replica of the job", &replica_down, true),
+            ("our staging page", &staging_failures, false),
+            ("another team's page", &other_team, false),
+            ("another team's alert on our job", &other_on_our_job, false),
         ],
     )
     .await;
-    assert_eq!(
-        muted,
-        [true, false, false, false, false],
-        "with the fleet down, muted: replica_down, fleet_down, staging_failures, other_team, other_on_our_job"
-    );
 }

@@ -310,7 +310,7 @@ fn every_alert_has_severity_numbers_a_runbook_section_and_unit_tests() {
 
     // What issues 4 and 31 ask for, with the severity they ask for.
     for (name, severity) in [
-        ("MessagingDeliveryFailureRatioHigh", "page"),
+        ("MessagingDeliveryFailureRatioHigh", "ticket"),
         ("MessagingTemplateFailureRatioHigh", "ticket"),
         ("MessagingDeliverySloFastBurn", "page"),
         ("MessagingDeliverySloSlowBurn", "ticket"),
