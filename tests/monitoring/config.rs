@@ -14,6 +14,8 @@ pub struct Config {
     /// The labels of the series the promtool tests use for the exporter.
     pub test_labels: Vec<(String, String)>,
     pub alertmanager_selector: String,
+    /// The labels of a series of this project's Alertmanager.
+    pub alertmanager_labels: Vec<(String, String)>,
     pub prometheus_selector: String,
     pub service: String,
     pub runbook_base: String,
@@ -39,16 +41,9 @@ impl Config {
         let v: Value = serde_json::from_str(&raw)
             .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
         let selector = text(&v["exporter"]["selector"], "exporter.selector");
-        let mut test_labels: Vec<(String, String)> = equality_matchers(&selector);
-        for (k, val) in v["exporter"]["test_labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-        {
-            test_labels.retain(|(name, _)| name != k);
-            test_labels.push((k.clone(), text(val, "a test label")));
-        }
         Self {
+            test_labels: test_labels(&v["exporter"]),
+            alertmanager_labels: test_labels(&v["alertmanager"]),
             selector,
             group_labels: v["exporter"]["group_labels"]
                 .as_array()
@@ -56,7 +51,6 @@ impl Config {
                 .iter()
                 .map(|g| text(g, "a group label"))
                 .collect(),
-            test_labels,
             alertmanager_selector: text(&v["alertmanager"]["selector"], "alertmanager.selector"),
             prometheus_selector: text(&v["prometheus"]["selector"], "prometheus.selector"),
             service: text(&v["service"], "service"),
@@ -76,6 +70,16 @@ impl Config {
             .map(|g| format!("{g}=~\"${g}"))
             .collect()
     }
+}
+
+/// A target's `test_labels`: its selector's `=` matchers and the config's additions.
+fn test_labels(target: &Value) -> Vec<(String, String)> {
+    let mut labels = equality_matchers(&text(&target["selector"], "a selector"));
+    for (k, val) in target["test_labels"].as_object().into_iter().flatten() {
+        labels.retain(|(name, _)| name != k);
+        labels.push((k.clone(), text(val, "a test label")));
+    }
+    labels
 }
 
 /// `a="x", b=~"y"` → [("a", "x")]: the labels a selector pins to one value.

@@ -167,9 +167,18 @@ async fn inhibitions_mute_only_this_projects_alerts_of_the_same_job() {
     )
     .await;
 
-    // The whole fleet of the job down: only this project's alerts of that job are muted.
+    // The whole fleet of the job down: only this project's alerts of that job are muted,
+    // not its heartbeat nor its alerts about Alertmanager and Prometheus.
     let fleet_down = ours(&cfg, "MessagingExporterDown", page, "", &[]);
-    am.post(&[alert(&fleet_down)]).await;
+    let watchdog =
+        json!({"alertname": "MessagingWatchdog", "severity": cfg.none, "service": cfg.service});
+    let mut am_failing = json!({"alertname": "MessagingAlertmanagerNotificationsFailing",
+        "severity": ticket, "service": cfg.service, "instance": "alertmanager:9093", "integration": "webhook"});
+    for (k, v) in &cfg.alertmanager_labels {
+        am_failing[k] = v.as_str().into();
+    }
+    am.post(&[&watchdog, &am_failing, &fleet_down].map(alert))
+        .await;
     assert_muted(
         &am,
         &failures,
@@ -179,6 +188,8 @@ async fn inhibitions_mute_only_this_projects_alerts_of_the_same_job() {
             ("our staging page", &staging_failures, false),
             ("another team's page", &other_team, false),
             ("another team's alert on our job", &other_on_our_job, false),
+            ("the Watchdog", &watchdog, false),
+            ("our alert about Alertmanager", &am_failing, false),
         ],
     )
     .await;

@@ -201,7 +201,10 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
                 "--storage.tsdb.path={}",
                 tmp.path("tsdb").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            // Alerts fired before Prometheus knew Alertmanager (the Watchdog, at once) are
+            // sent again within a second rather than a minute.
+            .arg("--rules.alert.resend-delay=1s"),
         tmp.path("prometheus.log"),
     );
     let prom = Prom::new(format!("http://127.0.0.1:{prom_port}"));
@@ -272,6 +275,18 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     )
     .await;
     assert_eq!(ticket["labels"]["severity"], "ticket", "{ticket}");
+    eventually(
+        "the Watchdog to reach the heartbeat receiver",
+        Duration::from_secs(30),
+        || async {
+            receiver
+                .firing("heartbeat", "MessagingWatchdog")
+                .first()
+                .cloned()
+                .ok_or_else(|| receiver.summary())
+        },
+    )
+    .await;
     assert!(
         receiver
             .firing("ticket", "MessagingDeliverySloFastBurn")

@@ -119,7 +119,19 @@ pub fn assert_checkers_pass(base: &Path, cfg: &Config) {
         format!("severity={}", cfg.page),
         format!("severity={}", cfg.ticket),
     );
+    let (none, service) = (
+        format!("severity={}", cfg.none),
+        format!("service={}", cfg.service),
+    );
     for (labels, want) in [
+        (
+            vec![
+                "alertname=MessagingWatchdog",
+                none.as_str(),
+                service.as_str(),
+            ],
+            "heartbeat",
+        ),
         (
             vec![page.as_str(), "alertname=MessagingDeliverySloFastBurn"],
             "page",
@@ -192,7 +204,11 @@ fn prometheus_and_alertmanager_files_pass_their_own_checkers() {
             .arg(repo().join("prometheus/alertmanager.yml"))
             .arg(&rendered)
             .env("PAGE_WEBHOOK_URL", "https://pager.example.com/hook?a=1&b=2")
-            .env("TICKET_WEBHOOK_URL", "https://chat.example.com/hooks/T0/B0"),
+            .env("TICKET_WEBHOOK_URL", "https://chat.example.com/hooks/T0/B0")
+            .env(
+                "HEARTBEAT_WEBHOOK_URL",
+                "https://hc-ping.example.com/uuid?x=1&y=2",
+            ),
         "render-alertmanager-config.sh",
     );
     let text = std::fs::read_to_string(&rendered).unwrap();
@@ -203,6 +219,17 @@ fn prometheus_and_alertmanager_files_pass_their_own_checkers() {
     assert!(
         text.contains("url: https://chat.example.com/hooks/T0/B0"),
         "ticket URL not rendered:\n{text}"
+    );
+    let heartbeat = yaml_path(&rendered)["receivers"]
+        .as_array()
+        .expect("receivers")
+        .iter()
+        .find(|r| r["name"] == "heartbeat")
+        .cloned()
+        .expect("a heartbeat receiver");
+    assert_eq!(
+        heartbeat["webhook_configs"][0]["url"], "https://hc-ping.example.com/uuid?x=1&y=2",
+        "heartbeat URL not rendered:\n{text}"
     );
     run_ok(
         Command::new(tool("amtool"))
@@ -244,6 +271,17 @@ fn every_alert_has_severity_numbers_a_runbook_section_and_unit_tests() {
         "the runbook base {} should be where docs/operations.md is published",
         cfg.runbook_base
     );
+
+    // MessagingPrometheusRuleFailures watches this project's groups by name.
+    for file in files("prometheus/rules", ".yml") {
+        for group in yaml_file(&file)["groups"].as_array().expect("groups") {
+            let name = group["name"].as_str().unwrap_or_default();
+            assert!(
+                name.starts_with("messaging-"),
+                "{file}: rule group {name:?} is not named messaging-*"
+            );
+        }
+    }
 
     // Alert name → severity, as page/ticket/none whatever the config calls them.
     let mut alerts = BTreeMap::new();
@@ -322,6 +360,11 @@ fn every_alert_has_severity_numbers_a_runbook_section_and_unit_tests() {
         ("MessagingAiLatencyHigh", "ticket"),
         ("MessagingExporterDown", "page"),
         ("MessagingExporterReplicaDown", "ticket"),
+        ("MessagingCheckSendErrors", "page"),
+        ("MessagingCheckSendLatencyHigh", "ticket"),
+        ("MessagingWatchdog", "none"),
+        ("MessagingAlertmanagerNotificationsFailing", "ticket"),
+        ("MessagingPrometheusRuleFailures", "ticket"),
         ("MessagingLabelOverflow", "ticket"),
         ("MessagingWebhookRejections", "ticket"),
     ] {
