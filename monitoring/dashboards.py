@@ -9,10 +9,14 @@ every board selects the exporter's group labels (`$job` by default) and `$instan
 PROM = {"type": "prometheus", "uid": "${datasource}"}
 PG = {"type": "grafana-postgresql-datasource", "uid": "${pg_datasource}"}
 
-# Message prices come from the rate card, INR by default; AI providers bill in USD.
-# Change these two if your rate card or AI bills are in another currency.
-MSG_CURRENCY_UNIT = "currencyINR"
-AI_CURRENCY_UNIT = "currencyUSD"
+# Money is shown per currency, never added across currencies: each money series' legend
+# ends with its currency code, and takes that currency's unit where Grafana has one.
+MONEY = "none"
+# The delivery-success SLO's error budget (99% delivered), as in the SLO alert rules.
+SLO_BUDGET = 0.01
+
+GRAFANA_CURRENCIES = ("INR", "USD", "EUR", "GBP", "BRL", "IDR", "ZAR", "JPY", "CHF", "SEK",
+                      "NOK", "DKK", "PLN", "CZK", "KRW", "PHP")
 
 
 class Selectors:
@@ -35,6 +39,8 @@ class Selectors:
         self.outbound, self.outbound_rec = f"{self.raw}, {outbound}", f"{self.group}, {outbound}"
         self.cost = f'{self.outbound}, currency=~"$currency"'
         self.ai, self.ai_rec = f"{self.raw}, {ai}", f"{self.group}, {ai}"
+        self.firing_alerts = (f'ALERTS{{alertstate="firing", service="{config.service}", '
+                              f'severity!="{config.severity["none"]}", {self.group}}}')
 
     def variables(self, pg=False):
         """Datasources, then each group label (one value: one environment at a time),
@@ -173,6 +179,16 @@ def table(title, description, target, unit="none", w=24, h=9, overrides=()):
     return p
 
 
+def money_panel(p):
+    """Gives each series whose name ends with a known currency code that currency's unit."""
+    p["fieldConfig"]["overrides"] += [
+        {"matcher": {"id": "byRegexp", "options": f"^(.* )?{c}$"},
+         "properties": [{"id": "unit", "value": f"currency{c}"}]}
+        for c in GRAFANA_CURRENCIES
+    ]
+    return p
+
+
 def row(title):
     return {"type": "row", "title": title, "collapsed": False, "panels": [], "_size": (24, 1)}
 
@@ -227,7 +243,24 @@ def layout(items):
     return out
 
 
-def dashboard(uid, title, description, tags, variables, items, time_from="now-6h"):
+def firing_alerts(s):
+    """This project's firing alerts of the chosen job, as annotations on every graph."""
+    return {
+        "name": "Firing alerts",
+        "datasource": PROM,
+        "enable": True,
+        "hide": False,
+        "iconColor": "red",
+        "expr": s.firing_alerts,
+        "step": "1m",
+        "titleFormat": "{{alertname}}",
+        "textFormat": "{{severity}} {{provider}} {{channel}} {{instance}}",
+        "tagKeys": "severity",
+        "useValueForTime": False,
+    }
+
+
+def dashboard(uid, title, description, tags, variables, items, s, time_from="now-6h"):
     return {
         "uid": uid,
         "title": title,
@@ -241,7 +274,7 @@ def dashboard(uid, title, description, tags, variables, items, time_from="now-6h
         "time": {"from": time_from, "to": "now"},
         "timezone": "",
         "templating": {"list": variables},
-        "annotations": {"list": []},
+        "annotations": {"list": [firing_alerts(s)]},
         "links": [{"type": "dashboards", "tags": ["messaging"], "asDropdown": True,
                    "title": "Messaging dashboards", "includeVars": True,
                    "keepTime": True}],
@@ -266,7 +299,7 @@ def delivery(s):
     def inc(status):
         return f'sum(increase(messaging_outbound_messages_total{{status="{status}", {s.outbound}}}[$__range]))'
 
-    items = [
+    items = slo_row(s) + [
         row("Funnel over the selected range"),
         stat("Sent", "Messages the provider reported sent (or that a later status implied).",
              prom(inc("sent"), instant=True), "short"),
@@ -280,7 +313,7 @@ def delivery(s):
              prom(f"{inc('delivered')} / {inc('sent')}", instant=True), "percentunit",
              thresholds=GOOD_HIGH, decimals=1),
         stat("Failure ratio", "Failed / (delivered + failed) over the range: the share of "
-             "messages that reached an outcome and failed. The page alert fires above 5%.",
+             "messages that reached an outcome and failed. The failure-ratio ticket fires above 5%.",
              prom(f'{inc("failed")} / sum(increase(messaging_outbound_messages_total{{status=~"delivered|failed", {s.outbound}}}[$__range]))',
                   instant=True), "percentunit", thresholds=GOOD_LOW, decimals=1),
         bargauge("Funnel: sent → delivered → read",
@@ -307,6 +340,7 @@ def delivery(s):
                    [prom(f"provider_channel_template:messaging_outbound_failure:ratio_rate5m{{{s.outbound_rec}}}",
                          "{{template}} ({{provider}}/{{channel}})")],
                    "percentunit", w=8, thresholds=GOOD_LOW, threshold_line=True, min=0),
+    ] + category_row(s) + [
         row("Failures"),
         timeseries("Failures by error code",
                    "Provider error codes per second (Meta 131xxx, Twilio 3xxxx). docs/operations.md "
@@ -317,6 +351,7 @@ def delivery(s):
                  [prom(f"topk(10, sum by (provider, code) (increase(messaging_message_errors_total{{{s.pc}}}[$__range])))",
                        "{{provider}} {{code}}", instant=True)], "short", w=8,
                  thresholds=steps("orange")),
+    ] + presend_row(s) + [
         row("Latency"),
         timeseries("Delivery latency percentiles",
                    "Send to delivered, p50/p95/p99 over 5 minutes. The ticket alert fires when p95 "
@@ -341,15 +376,106 @@ def delivery(s):
         row("Inbound and sessions"),
         timeseries("Inbound messages by type", "User messages per second by type.",
                    [prom(f"sum by (type) (rate(messaging_inbound_messages_total{{{s.pc}}}[$__rate_interval]))",
-                         "{{type}}")], "cps", w=16),
+                         "{{type}}")], "cps", w=10),
+        timeseries("Sessions over time",
+                   "Phones with an open 24-hour customer-service window. Every replica reports "
+                   "the same database count, hence max.",
+                   [prom(f"max(messaging_sessions_active{{{s.raw}}})", "open windows")],
+                   "short", w=10),
         stat("Active sessions",
-             "Phones with an open 24-hour customer-service window (free-form messages allowed). "
-             "Every replica reports the same database count, hence max.",
-             prom(f"max(messaging_sessions_active{{{s.raw}}})", instant=True), "short", w=8, h=8),
+             "Phones with an open 24-hour customer-service window (free-form messages allowed) "
+             "now.",
+             prom(f"max(messaging_sessions_active{{{s.raw}}})", instant=True), "short", w=4, h=8),
     ]
     return dashboard("messaging-delivery", "Messaging / Delivery health",
-                     "Are messages getting through? Funnel, ratios by template, failures, latency.",
-                     ["delivery"], s.variables() + outbound_vars(s), items)
+                     "Are messages getting through? The delivery SLO, the funnel, ratios by "
+                     "category and template, pre-send checks, failures, latency, sessions.",
+                     ["delivery"], s.variables() + outbound_vars(s), items, s)
+
+
+def slo_row(s):
+    """Burn rates of the delivery-success SLO's windows and the 30-day budget left."""
+    rec = f"{{{s.pc_rec}}}"
+
+    def burn(windows):
+        return [prom(f"provider_channel:messaging_outbound_failure:ratio_rate{w}{rec} / {SLO_BUDGET}",
+                     f"{{{{provider}}}}/{{{{channel}}}} {w}") for w in windows]
+
+    failed = f"sum_over_time(provider_channel:messaging_outbound_failed:rate5m{rec}[30d])"
+    outcomes = f"sum_over_time(provider_channel:messaging_outbound_outcomes:rate5m{rec}[30d])"
+    return [
+        row("Delivery SLO: 99% of outcomes delivered over 30 days"),
+        stat("Error budget left, 30 days",
+             "1 - (failed / outcomes over the last 30 days) / 1%: the share of the month's "
+             "error budget not yet spent (below zero: overspent). Counted from the recorded "
+             "5-minute rates, so it covers at most what Prometheus retains.",
+             prom(f"1 - ({failed} / {outcomes}) / {SLO_BUDGET}", "{{provider}}/{{channel}}",
+                  instant=True),
+             "percentunit", w=6, h=8, thresholds=steps("red", (0, "orange"), (0.25, "green")),
+             decimals=1),
+        timeseries("Burn rate, fast-burn windows",
+                   "Failure ratio / 1% budget over 5m, 30m, 1h and 6h. MessagingDeliverySloFastBurn "
+                   "pages when 1h and 5m both exceed 14.4, or 6h and 30m both exceed 6.",
+                   burn(("5m", "30m", "1h", "6h")), "none", w=9,
+                   thresholds=steps("green", (6, "orange"), (14.4, "red")), threshold_line=True,
+                   min=0),
+        timeseries("Burn rate, slow-burn windows",
+                   "Failure ratio / 1% budget over 2h, 6h, 1d and 3d. MessagingDeliverySloSlowBurn "
+                   "files a ticket when 1d and 2h both exceed 3, or 3d and 6h both exceed 1.",
+                   burn(("2h", "6h", "1d", "3d")), "none", w=9,
+                   thresholds=steps("green", (1, "orange"), (3, "red")), threshold_line=True,
+                   min=0),
+    ]
+
+
+def category_row(s):
+    """Delivery per Meta pricing category: authentication OTPs expire within minutes."""
+    def rate(status):
+        return (f'sum by (category) (rate(messaging_outbound_messages_total{{status="{status}", '
+                f'{s.outbound}}}[$__rate_interval]))')
+
+    return [
+        row("By category"),
+        timeseries("Delivery ratio by category", "Delivered / sent per pricing category.",
+                   [prom(f"{rate('delivered')} / {rate('sent')}", "{{category}}")],
+                   "percentunit", thresholds=GOOD_HIGH, max=1, min=0),
+        timeseries("Delivery latency p95 by category",
+                   "Send to delivered, 95th percentile per pricing category. Authentication "
+                   "codes that arrive late are useless.",
+                   [prom(f"histogram_quantile(0.95, sum by (category, le) (rate(messaging_delivery_latency_seconds_bucket{{{s.pc}}}[$__rate_interval])))",
+                         "{{category}}")], "s", thresholds=steps("green", (60, "red")),
+                   threshold_line=True),
+    ]
+
+
+def presend_row(s):
+    """POST /v1/check-send: what it blocks, and how fast and reliably it answers."""
+    checks = f"messaging_presend_checks_total{{{s.raw}}}"
+    check_send = f'{s.raw}, route="/v1/check-send"'
+    return [
+        row("Pre-send checks (POST /v1/check-send)"),
+        timeseries("Share of checks blocked, by reason",
+                   "Blocked checks / all checks, by the reason given to the bot (outside the "
+                   "session window, rate limited).",
+                   [prom(f'sum by (reason) (rate(messaging_presend_checks_total{{decision="blocked", {s.raw}}}[$__rate_interval])) '
+                         f"/ ignoring (reason) group_left sum(rate({checks}[$__rate_interval]))",
+                         "{{reason}}")], "percentunit", w=6, min=0),
+        timeseries("Pre-send decisions by reason",
+                   "Check-send answers per second, by decision and reason.",
+                   [prom(f"sum by (decision, reason) (rate({checks}[$__rate_interval]))",
+                         "{{decision}} {{reason}}")], "cps", w=6),
+        timeseries("Check-send p95 latency",
+                   "95th percentile of POST /v1/check-send latency: every send of the bot waits "
+                   "for it. MessagingCheckSendLatencyHigh files a ticket above 500 ms.",
+                   [prom(f"histogram_quantile(0.95, sum by (le) (rate(messaging_exporter_http_request_duration_seconds_bucket{{{check_send}}}[$__rate_interval])))",
+                         "p95")], "s", w=6, thresholds=steps("green", (0.5, "red")),
+                   threshold_line=True),
+        timeseries("Check-send answers by status",
+                   "POST /v1/check-send answers per second by HTTP status. MessagingCheckSendErrors "
+                   "pages when over 5% are 5xx.",
+                   [prom(f"sum by (status) (rate(messaging_exporter_http_request_duration_seconds_count{{{check_send}}}[$__rate_interval]))",
+                         "{{status}}")], "reqps", w=6),
+    ]
 
 
 # ---------------------------------------------------------------- 2. cost
@@ -359,65 +485,81 @@ def cost(s):
     spend = f"messaging_cost_total{{{s.cost}}}"
     delivered = f'messaging_outbound_messages_total{{status="delivered", {s.outbound}}}'
     money = steps("green", (500, "red"))
+
+    def per(by, window):
+        return f"sum by ({by}) (increase({spend}[{window}]))"
+
     items = [
-        row("Spend"),
-        stat("Spend, last hour",
-             "Message spend in the last hour. Red from 500, the default hourly budget of "
-             "MessagingSpendOverBudget.",
-             prom(f"sum(increase({spend}[1h]))", instant=True), MSG_CURRENCY_UNIT, w=5,
-             thresholds=money, decimals=2),
-        stat("Spend, last 24 hours", "Message spend in the last 24 hours.",
-             prom(f"sum(increase({spend}[1d]))", instant=True), MSG_CURRENCY_UNIT, w=5, decimals=2),
-        stat("Month to date (estimate)",
-             "Spend since the first of the month as Prometheus saw it (needs Prometheus "
-             "retention of a month; the ledger table below is exact).",
-             prom(f"sum(increase({spend}[$__range]))", instant=True), MSG_CURRENCY_UNIT, w=5,
-             decimals=2, timeFrom="now/M", hideTimeOverride=False),
-        stat("30 days at today's rate", "The last 24 hours' spend times 30: where the month is heading.",
-             prom(f"sum(increase({spend}[1d])) * 30", instant=True), MSG_CURRENCY_UNIT, w=5, decimals=2),
-        stat("Cost per delivered message", "Spend / delivered messages over the range.",
-             prom(f"sum(increase({spend}[$__range])) / sum(increase({delivered}[$__range]))",
-                  instant=True), MSG_CURRENCY_UNIT, w=4, decimals=3),
-        timeseries("Spend per hour by category",
-                   "Spend in the trailing hour, by Meta pricing category.",
-                   [prom(f"sum by (category) (increase({spend}[1h]))", "{{category}}")],
-                   MSG_CURRENCY_UNIT),
-        timeseries("Spend per hour by template", "Spend in the trailing hour, by template.",
-                   [prom(f"sum by (template) (increase({spend}[1h]))", "{{template}}")],
-                   MSG_CURRENCY_UNIT),
-        timeseries("Spend per day by category", "Spend per calendar day, by category.",
-                   [prom(f"sum by (category) (increase({spend}[1d]))", "{{category}}")],
-                   MSG_CURRENCY_UNIT, bars=True, interval="1d"),
-        timeseries("Spend per day by template", "Spend per calendar day, by template.",
-                   [prom(f"sum by (template) (increase({spend}[1d]))", "{{template}}")],
-                   MSG_CURRENCY_UNIT, bars=True, interval="1d"),
-        timeseries("Hourly spend against budget",
-                   "All providers and templates: the recorded hourly spend per currency against "
-                   "the budget the alerts use (currency:messaging_cost_budget:hourly).",
-                   [prom(f'currency:messaging_cost:increase1h{{{s.group}, currency=~"$currency"}}', "spend {{currency}}"),
-                    prom('currency:messaging_cost_budget:hourly{currency=~"$currency"}', "budget {{currency}}")],
-                   MSG_CURRENCY_UNIT),
-        timeseries("Cost per delivered message by category",
-                   "Spend / delivered messages over the trailing hour, by category.",
-                   [prom(f"sum by (category) (increase({spend}[1h])) / sum by (category) (increase({delivered}[1h]))",
-                         "{{category}}")], MSG_CURRENCY_UNIT, decimals=3),
+        row("Spend (one figure per currency, never added up)"),
+        money_panel(stat("Spend, last hour",
+                         "Message spend in the last hour, per currency. Red from 500, the "
+                         "default hourly budget of MessagingSpendOverBudget (in INR).",
+                         prom(per("currency", "1h"), "{{currency}}", instant=True), MONEY, w=5,
+                         thresholds=money, decimals=2)),
+        money_panel(stat("Spend, last 24 hours", "Message spend in the last 24 hours, per currency.",
+                         prom(per("currency", "1d"), "{{currency}}", instant=True), MONEY, w=5,
+                         decimals=2)),
+        money_panel(stat("Month to date (estimate)",
+                         "Spend since the first of the month as Prometheus saw it, per currency "
+                         "(needs Prometheus retention of a month; the ledger table below is exact).",
+                         prom(per("currency", "$__range"), "{{currency}}", instant=True), MONEY,
+                         w=5, decimals=2, timeFrom="now/M", hideTimeOverride=False)),
+        money_panel(stat("30 days at today's rate",
+                         "The last 24 hours' spend times 30, per currency: where the month is heading.",
+                         prom(f"{per('currency', '1d')} * 30", "{{currency}}", instant=True), MONEY,
+                         w=5, decimals=2)),
+        money_panel(stat("Cost per delivered message",
+                         "Spend / delivered messages over the range, per currency.",
+                         prom(f"{per('currency', '$__range')} / on () group_left "
+                              f"sum(increase({delivered}[$__range]))", "{{currency}}", instant=True),
+                         MONEY, w=4, decimals=3)),
+        money_panel(timeseries("Spend per hour by category",
+                               "Spend in the trailing hour, by Meta pricing category and currency.",
+                               [prom(per("category, currency", "1h"), "{{category}} {{currency}}")],
+                               MONEY)),
+        money_panel(timeseries("Spend per hour by template",
+                               "Spend in the trailing hour, by template and currency.",
+                               [prom(per("template, currency", "1h"), "{{template}} {{currency}}")],
+                               MONEY)),
+        money_panel(timeseries("Spend per day by category",
+                               "Spend per calendar day, by category and currency.",
+                               [prom(per("category, currency", "1d"), "{{category}} {{currency}}")],
+                               MONEY, bars=True, interval="1d")),
+        money_panel(timeseries("Spend per day by template",
+                               "Spend per calendar day, by template and currency.",
+                               [prom(per("template, currency", "1d"), "{{template}} {{currency}}")],
+                               MONEY, bars=True, interval="1d")),
+        money_panel(timeseries(
+            "Hourly spend against budget",
+            "All providers and templates: the recorded hourly spend per currency against "
+            "the budget the alerts use (currency:messaging_cost_budget:hourly).",
+            [prom(f'currency:messaging_cost:increase1h{{{s.group}, currency=~"$currency"}}',
+                  "spend {{currency}}"),
+             prom('currency:messaging_cost_budget:hourly{currency=~"$currency"}',
+                  "budget {{currency}}")], MONEY)),
+        money_panel(timeseries(
+            "Cost per delivered message by category",
+            "Spend / delivered messages over the trailing hour, by category and currency.",
+            [prom(f"{per('category, currency', '1h')} / on (category) group_left "
+                  f"sum by (category) (increase({delivered}[1h]))", "{{category}} {{currency}}")],
+            MONEY, decimals=3)),
         row("From the ledger (PostgreSQL)"),
         table("Top phones by cost",
-              "The 20 phones that cost most among messages first seen in the range. Numbers are "
-              "masked to their last 4 digits.",
+              "The 20 phones that cost most among messages first seen in the range, per "
+              "currency. Numbers are masked to their last 4 digits.",
               sql(f"""
 SELECT {MASKED_PHONE} AS "phone",
        count(*) AS "messages",
        sum(cost) AS "cost",
-       max(currency) AS "currency"
+       currency AS "currency"
 FROM outbound_messages
 WHERE first_seen_ms BETWEEN $__unixEpochFrom()::bigint * 1000 AND $__unixEpochTo()::bigint * 1000
   AND provider IN ($provider) AND channel IN ($channel)
   AND phone <> ''
-GROUP BY phone
+GROUP BY phone, currency
 ORDER BY sum(cost) DESC, count(*) DESC
 LIMIT 20
-"""), w=12, overrides=[("cost", MSG_CURRENCY_UNIT)]),
+"""), w=12),
         table("Month to date by category",
               "Exact spend since the first of the month (UTC) from the message ledger, by the "
               "category each message was priced at.",
@@ -431,7 +573,7 @@ WHERE cost > 0
   AND first_seen_ms >= CAST(extract(epoch FROM date_trunc('month', now() AT TIME ZONE 'UTC')) * 1000 AS BIGINT)
 GROUP BY 1, 2
 ORDER BY sum(cost) DESC
-"""), w=12, overrides=[("cost", MSG_CURRENCY_UNIT)]),
+"""), w=12),
         table("Recent failed messages",
               "The 50 latest failures in the range with the provider's error. Numbers are masked "
               "to their last 4 digits.",
@@ -457,8 +599,8 @@ LIMIT 50
     ]
     return dashboard("messaging-cost", "Messaging / Cost",
                      "What messages cost: per hour and day, by category and template, month to "
-                     "date, and the costliest phones.", ["cost"], variables, items,
-                     time_from="now-7d")
+                     "date, and the costliest phones. Amounts are never added across "
+                     "currencies.", ["cost"], variables, items, s, time_from="now-7d")
 
 
 # ---------------------------------------------------------------- 3. AI
@@ -476,9 +618,10 @@ def ai(s):
         stat("p95 latency", "95th percentile of call latency over the range.",
              prom(f"histogram_quantile(0.95, sum by (le) (increase(messaging_ai_latency_seconds_bucket{{{s.ai}}}[$__range])))",
                   instant=True), "s", thresholds=steps("green", (5, "orange"), (10, "red"))),
-        stat("AI spend", "AI spend over the range, as the bot reported it.",
-             prom(f'sum(increase(messaging_ai_cost_total{{{s.raw}, model=~"$model"}}[$__range]))', instant=True),
-             AI_CURRENCY_UNIT, decimals=2),
+        money_panel(stat(
+            "AI spend", "AI spend over the range as the bot reported it, per currency.",
+            prom(f'sum by (currency) (increase(messaging_ai_cost_total{{{s.raw}, model=~"$model"}}[$__range]))',
+                 "{{currency}}", instant=True), MONEY, decimals=2)),
         stat("Tokens", "Input plus output tokens over the range.",
              prom(f'sum(increase(messaging_ai_tokens_total{{{s.raw}, model=~"$model"}}[$__range]))', instant=True),
              "short"),
@@ -509,9 +652,10 @@ def ai(s):
         timeseries("Tokens by model", "Tokens per second by model and direction.",
                    [prom(f'sum by (model, direction) (rate(messaging_ai_tokens_total{{{s.raw}, model=~"$model"}}[$__rate_interval]))',
                          "{{model}} {{direction}}")], "cps", w=8),
-        timeseries("AI spend per hour by model", "AI spend in the trailing hour by model.",
-                   [prom(f'sum by (model, currency) (increase(messaging_ai_cost_total{{{s.raw}, model=~"$model"}}[1h]))',
-                         "{{model}} {{currency}}")], AI_CURRENCY_UNIT, w=8),
+        money_panel(timeseries(
+            "AI spend per hour by model", "AI spend in the trailing hour by model and currency.",
+            [prom(f'sum by (model, currency) (increase(messaging_ai_cost_total{{{s.raw}, model=~"$model"}}[1h]))',
+                  "{{model}} {{currency}}")], MONEY, w=8)),
         bargauge("Top intents", "The ten intents the AI classified most over the range.",
                  [prom(f"topk(10, sum by (intent) (increase(messaging_ai_intents_total{{{s.raw}}}[$__range])))",
                        "{{intent}}", instant=True)], "short", w=8),
@@ -523,7 +667,7 @@ def ai(s):
     ]
     return dashboard("messaging-ai", "Messaging / AI",
                      "The bot's AI calls: rate, errors, latency, tokens, cost and intents.",
-                     ["ai"], variables, items)
+                     ["ai"], variables, items, s)
 
 
 # ---------------------------------------------------------------- 4. exporter internals
@@ -589,23 +733,19 @@ def exporter(s):
                    [prom(f'sum by (source) (rate(messaging_exporter_batch_reads_total{{source!="database", {s.raw}}}[$__rate_interval])) '
                          f"/ scalar(sum(rate(messaging_exporter_batch_reads_total{{{s.raw}}}[$__rate_interval])))",
                          "{{source}}")], "percentunit"),
-        row("Cardinality and pre-send"),
+        row("Cardinality"),
         timeseries("Label overflow",
                    "Values per second reported as \"other\" because the label reached "
                    "--max-label-values (series: label combinations, because a family reached "
                    "--max-series). Anything above zero raises MessagingLabelOverflow.",
                    [prom(f"sum by (label) (rate(messaging_label_overflow_total{{{s.raw}}}[$__rate_interval]))",
-                         "{{label}}")], "cps", thresholds=steps("green", (0.0001, "orange"))),
-        timeseries("Pre-send decisions by reason",
-                   "POST /v1/check-send answers per second, by decision and reason.",
-                   [prom(f"sum by (decision, reason) (rate(messaging_presend_checks_total{{{s.raw}}}[$__rate_interval]))",
-                         "{{decision}} {{reason}}")], "cps"),
+                         "{{label}}")], "cps", w=24, thresholds=steps("green", (0.0001, "orange"))),
     ]
     variables = s.variables()
     return dashboard("messaging-exporter", "Messaging / Exporter internals",
                      "Is the exporter itself healthy? Scrapes, readiness, webhooks, HTTP, "
-                     "database batches, label cardinality, pre-send decisions.", ["exporter"], variables, items,
-                     time_from="now-3h")
+                     "database batches, label cardinality. Pre-send checks are on the Delivery "
+                     "health board.", ["exporter"], variables, items, s, time_from="now-3h")
 
 
 def build(config):

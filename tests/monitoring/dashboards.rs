@@ -161,6 +161,98 @@ fn dashboards_are_portable_and_select_one_environment() {
     assert_portable(&repo(), &Config::shipped());
 }
 
+/// Every board marks this project's firing alerts of the chosen environment.
+fn assert_alert_annotations(d: &Dashboard, cfg: &Config) {
+    let service = format!("service=\"{}\"", cfg.service);
+    let ok = d.json["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| {
+            let expr = a["expr"].as_str().unwrap_or_default();
+            a["enable"] == true
+                && a["datasource"]["type"] == PROMETHEUS
+                && promql::selectors(expr).iter().any(|s| {
+                    s.metric == "ALERTS" && s.has(r#"alertstate="firing""#) && s.has(&service)
+                })
+        });
+    assert!(
+        ok,
+        "{}: no annotation of this project's firing alerts (ALERTS{{alertstate=\"firing\", {service}}})",
+        d.file
+    );
+}
+
+#[test]
+fn boards_show_the_slo_categories_presend_sessions_and_firing_alerts() {
+    let cfg = Config::shipped();
+    let boards = queries::dashboards();
+    for d in &boards {
+        assert_alert_annotations(d, &cfg);
+    }
+    let delivery = boards
+        .iter()
+        .find(|d| d.json["uid"] == "messaging-delivery")
+        .expect("the delivery board");
+    let queries: Vec<(String, String)> = panels(&delivery.json)
+        .iter()
+        .flat_map(|p| {
+            let kind = p["type"].as_str().unwrap_or_default().to_owned();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(move |t| Some((kind.clone(), t["expr"].as_str()?.to_owned())))
+        })
+        .collect();
+    let shows = |what: &str, needles: &[&str]| {
+        assert!(
+            queries
+                .iter()
+                .any(|(_, q)| needles.iter().all(|n| q.contains(n))),
+            "the delivery board shows no {what} (a query with {needles:?})"
+        );
+    };
+    for w in ["5m", "30m", "1h", "2h", "6h", "1d", "3d"] {
+        let ratio = format!("provider_channel:messaging_outbound_failure:ratio_rate{w}{{");
+        shows(&format!("burn rate over {w}"), &[&ratio, "/ 0.01"]);
+    }
+    shows(
+        "30-day error budget left",
+        &["1 - (", "sum_over_time(", "[30d]", "/ 0.01"],
+    );
+    shows(
+        "delivery ratio per category",
+        &["by (category)", r#"status="delivered""#, r#"status="sent""#],
+    );
+    shows(
+        "delivery latency per category",
+        &[
+            "histogram_quantile(0.95",
+            "by (category, le)",
+            "messaging_delivery_latency_seconds_bucket",
+        ],
+    );
+    shows(
+        "share of pre-send checks blocked by reason",
+        &[
+            r#"messaging_presend_checks_total{decision="blocked""#,
+            "by (reason)",
+            "group_left",
+        ],
+    );
+    shows(
+        "check-send p95 latency",
+        &["histogram_quantile(0.95", r#"route="/v1/check-send""#],
+    );
+    assert!(
+        queries
+            .iter()
+            .any(|(kind, q)| kind == "timeseries" && q.contains("messaging_sessions_active")),
+        "the delivery board shows no sessions over time"
+    );
+}
+
 #[test]
 fn dashboards_are_well_formed() {
     let mut uids = BTreeSet::new();

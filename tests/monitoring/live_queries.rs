@@ -17,6 +17,13 @@ pub fn is_presend(q: &str) -> bool {
         .any(|m| m == "messaging_presend_checks_total")
 }
 
+/// Whether a query reads an amount of money (message or AI cost, or a spend budget).
+fn is_money(q: &str) -> bool {
+    promql::metric_names(q)
+        .iter()
+        .any(|m| m.contains("messaging_cost") || m.contains("messaging_ai_cost"))
+}
+
 /// Every rule's expression runs without error; recording rules return data, each series
 /// with the `group` labels of this project's targets (another job scraping the same
 /// exporter must neither appear nor be merged in); alert expressions (empty whenever they
@@ -144,6 +151,12 @@ pub async fn check_dashboards(
                 }
             };
             match prom.query(&q).await {
+                Ok(r) if is_money(&q) && r.iter().any(|s| s["metric"]["currency"].is_null()) => {
+                    failures.push(format!(
+                        "{origin} adds up amounts of different currencies (a series without \
+                         its currency label)\n  {q}"
+                    ))
+                }
                 Err(e) => failures.push(format!("{origin}: {e}\n  {q}")),
                 Ok(r) if r.is_empty() && is_presend(&q) && !presend => notes.push(format!(
                     "{origin} is empty: POST /v1/check-send is not in this build yet (404), so \
