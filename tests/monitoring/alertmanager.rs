@@ -16,8 +16,8 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     /// Starts one on a free loopback port; `receiver_url` gets `/page`, `/ticket` and
-    /// `/heartbeat` notifications.
-    pub async fn start(tmp: &TempDir, receiver_url: &str) -> Self {
+    /// `/heartbeat` notifications. `args` are added to its command line.
+    pub async fn start(tmp: &TempDir, receiver_url: &str, args: &[String]) -> Self {
         let config = tmp.path("alertmanager.yml");
         run_ok(
             Command::new("sh")
@@ -44,7 +44,8 @@ impl Alertmanager {
                 .arg(format!("--config.file={}", config.display()))
                 .arg(format!("--storage.path={}", tmp.path("am").display()))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                .arg("--cluster.listen-address="),
+                .arg("--cluster.listen-address=")
+                .args(args),
             tmp.path("alertmanager.log"),
         );
         wait_ready("Alertmanager", format!("{url}/-/ready"), &mut proc).await;

@@ -79,7 +79,7 @@ async fn inhibitions_mute_only_this_projects_alerts_of_the_same_job() {
     let cfg = Config::shipped();
     let tmp = TempDir::new("am-inhibition");
     let receiver = Receiver::default();
-    let am = Alertmanager::start(&tmp, &receiver.start().await).await;
+    let am = Alertmanager::start(&tmp, &receiver.start().await, &[]).await;
     let (page, ticket) = (cfg.page.as_str(), cfg.ticket.as_str());
     let whatsapp = [("provider", "meta"), ("channel", "whatsapp")];
     let slo = [

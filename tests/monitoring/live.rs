@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, Executor};
 
 use super::alertmanager::{muted_by, Alertmanager};
+use super::compose::command_flag;
 use super::config::Config;
 use super::live_queries::{check_dashboards, check_rules};
 use super::queries::Prom;
@@ -151,7 +152,18 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     // --- Alertmanager: the shipped routes, rendered as compose does, notifying in 1 s.
     let receiver = Receiver::default();
     let receiver_url = receiver.start().await;
-    let am = Alertmanager::start(&tmp, &receiver_url).await;
+    // Both know where people reach them as compose tells them, for the notification links.
+    let prom_external = command_flag("prometheus", "--web.external-url").expect("compose sets it");
+    let am_external = command_flag("alertmanager", "--web.external-url").expect("compose sets it");
+    let am = Alertmanager::start(
+        &tmp,
+        &receiver_url,
+        &[
+            format!("--web.external-url={am_external}"),
+            "--web.route-prefix=/".to_owned(),
+        ],
+    )
+    .await;
     let am_url = am.url.clone();
 
     // --- Prometheus: the shipped config on loopback ports, 1 s scrapes and evaluations,
@@ -202,6 +214,8 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
                 tmp.path("tsdb").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg(format!("--web.external-url={prom_external}"))
+            .arg("--web.route-prefix=/")
             // Alerts fired before Prometheus knew Alertmanager (the Watchdog, at once) are
             // sent again within a second rather than a minute.
             .arg("--rules.alert.resend-delay=1s"),
@@ -248,6 +262,18 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     assert!(
         runbook.starts_with(&Config::shipped().runbook_base),
         "runbook_url {runbook}"
+    );
+    // The links of the notification lead to Prometheus's and Alertmanager's public URLs.
+    let generator = page["generatorURL"].as_str().unwrap_or_default();
+    assert!(
+        generator.starts_with(&format!("{}/graph?", prom_external.trim_end_matches('/'))),
+        "the page links to {generator:?}, not to Prometheus at {prom_external}"
+    );
+    let body = &receiver.bodies("page")[0];
+    assert_eq!(
+        body["externalURL"].as_str(),
+        Some(am_external.trim_end_matches('/')),
+        "the page's Alertmanager link: {body}"
     );
     eventually(
         "the fast burn to mute the failure-ratio ticket",
