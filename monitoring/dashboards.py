@@ -9,12 +9,12 @@ every board selects the exporter's group labels (`$job` by default) and `$instan
 PROM = {"type": "prometheus", "uid": "${datasource}"}
 PG = {"type": "grafana-postgresql-datasource", "uid": "${pg_datasource}"}
 
-# Money is shown per currency, never added across currencies: each money series' legend
-# ends with its currency code, and takes that currency's unit where Grafana has one.
-MONEY = "none"
 # The delivery-success SLO's error budget (99% delivered), as in the SLO alert rules.
 SLO_BUDGET = 0.01
 
+# Money is shown per currency, never added across currencies: each money series' legend
+# ends with its currency code, and takes that currency's unit where Grafana has one.
+MONEY = "none"
 GRAFANA_CURRENCIES = ("INR", "USD", "EUR", "GBP", "BRL", "IDR", "ZAR", "JPY", "CHF", "SEK",
                       "NOK", "DKK", "PLN", "CZK", "KRW", "PHP")
 
