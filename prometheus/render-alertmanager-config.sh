@@ -2,9 +2,11 @@
 # Usage: render-alertmanager-config.sh SOURCE DEST
 #
 # Copies Alertmanager's config, replacing the placeholder receiver URLs with
-# PAGE_WEBHOOK_URL and TICKET_WEBHOOK_URL when they are set. Alertmanager cannot read
-# environment variables itself, so docker-compose.yml runs this before starting it.
-# awk's index/substr copy the URLs verbatim (sed or gsub would treat & and \ specially).
+# PAGE_WEBHOOK_URL and TICKET_WEBHOOK_URL when they are set, and giving the heartbeat
+# receiver (the Watchdog's dead man's switch) a webhook to HEARTBEAT_WEBHOOK_URL when
+# that is set. Alertmanager cannot read environment variables itself, so
+# docker-compose.yml runs this before starting it. awk's index/substr copy the URLs
+# verbatim (sed or gsub would treat & and \ specially).
 set -eu
 src=$1
 dest=$2
@@ -20,4 +22,9 @@ BEGIN {
       $0 = substr($0, 1, i - 1) url[placeholder] substr($0, i + length(placeholder))
   }
   print
+  if ($0 == "  - name: heartbeat" && ENVIRON["HEARTBEAT_WEBHOOK_URL"] != "") {
+    print "    webhook_configs:"
+    print "      - url: " ENVIRON["HEARTBEAT_WEBHOOK_URL"]
+    print "        send_resolved: false"
+  }
 }' "$src" > "$dest"

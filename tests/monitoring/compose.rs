@@ -63,6 +63,60 @@ fn environment(service: &Value) -> BTreeMap<String, Option<String>> {
     }
 }
 
+/// `${NAME:-default}` → `default` (what compose uses when NAME is unset).
+fn default_of(value: &str) -> String {
+    match value
+        .strip_prefix("${")
+        .and_then(|v| v.strip_suffix('}'))
+        .and_then(|v| v.split_once(":-"))
+    {
+        Some((_, default)) => default.to_owned(),
+        None => value.to_owned(),
+    }
+}
+
+/// The value of `--flag=` in a compose service's command (a list, or one shell line), as
+/// compose gives it with the variables unset.
+pub fn command_flag(service: &str, flag: &str) -> Option<String> {
+    let compose = yaml_file("docker-compose.yml");
+    let command = str_list(&compose["services"][service]["command"]).join(" ");
+    command
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix(&format!("{flag}=")))
+        .map(default_of)
+}
+
+/// Notification links (Prometheus's generatorURL, Alertmanager's externalURL and silence
+/// links) point where people reach the two, not at a container's hostname.
+#[test]
+fn prometheus_and_alertmanager_know_the_urls_they_are_reached_at() {
+    for (service, port) in [("prometheus", 9090), ("alertmanager", 9093)] {
+        let url = command_flag(service, "--web.external-url")
+            .unwrap_or_else(|| panic!("{service} runs without --web.external-url"));
+        let text = read("docker-compose.yml");
+        let var = format!("{}_EXTERNAL_URL", service.to_uppercase());
+        assert!(
+            text.contains(&format!("--web.external-url=${{{var}:-")),
+            "{service}'s external URL is not set from {var}"
+        );
+        assert!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "{service}'s default external URL {url:?} is not absolute"
+        );
+        assert_eq!(
+            host_port(&url).1,
+            port,
+            "{service}'s default external URL {url} is not its published port"
+        );
+        assert_eq!(
+            command_flag(service, "--web.route-prefix").as_deref(),
+            Some("/"),
+            "{service}: without --web.route-prefix=/ a path in the external URL moves every \
+             route the stack itself uses"
+        );
+    }
+}
+
 #[test]
 fn compose_stack_mounts_existing_files_and_publishes_the_ports_its_configs_use() {
     let compose = yaml_file("docker-compose.yml");

@@ -1,47 +1,28 @@
 //! The whole pipeline, live: the exporter on a fresh Postgres database, Prometheus with
 //! the shipped rules, Alertmanager with the shipped routes, and a test receiver standing
-//! in for the paging and ticket services. Real traffic goes in; the failure-ratio page
-//! must come out, and every query of every rule and dashboard must answer.
+//! in for the paging and ticket services. Real traffic goes in; one page (the SLO fast
+//! burn) must come out, and every query of every rule and dashboard must answer.
 
 use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use sqlx::{Connection, Executor};
 
+use super::alertmanager::{muted_by, Alertmanager};
+use super::compose::command_flag;
+use super::config::Config;
 use super::live_queries::{check_dashboards, check_rules};
 use super::queries::Prom;
 use super::receiver::Receiver;
-use super::rules::RUNBOOK_BASE;
 use super::support::{
-    eventually, free_port, now_secs, random_tag, read, repo, run_ok, tool, Proc, TempDir, TestDb,
-    ADMIN_URL,
+    eventually, free_port, get_status, now_secs, random_tag, read, repo, run_ok, set_durations,
+    tool, wait_ready, Proc, TempDir, TestDb, ADMIN_URL,
 };
 use super::traffic::Traffic;
 
-/// Rewrites the value of every `key: value` line whose key is one of `keys`; returns the
-/// new text and how many lines changed.
-fn set_durations(text: &str, keys: &[&str], value: &str) -> (String, usize) {
-    let mut hits = 0;
-    let out: Vec<String> = text
-        .lines()
-        .map(|line| {
-            let trimmed = line.trim_start();
-            let indent = &line[..line.len() - trimmed.len()];
-            for key in keys {
-                if let Some(rest) = trimmed.strip_prefix(&format!("{key}:")) {
-                    if !rest.trim().is_empty() {
-                        hits += 1;
-                        return format!("{indent}{key}: {value}");
-                    }
-                }
-            }
-            line.to_owned()
-        })
-        .collect();
-    (out.join("\n") + "\n", hits)
-}
+/// The job of another team's Prometheus scrape of the same exporter.
+const OTHER_JOB: &str = "other-team";
 
 /// Replaces each `from` with `to`, insisting that every `from` occurs: if the shipped file
 /// changes shape, this test must be updated rather than silently test something else.
@@ -51,27 +32,6 @@ fn replace_all(mut text: String, pairs: &[(&str, String)]) -> String {
         text = text.replace(from, to);
     }
     text
-}
-
-async fn get_status(url: &str) -> Result<u16, String> {
-    reqwest::get(url)
-        .await
-        .map(|r| r.status().as_u16())
-        .map_err(|e| e.to_string())
-}
-
-async fn wait_ready(what: &str, url: String, proc: &mut Proc) {
-    eventually(what, Duration::from_secs(30), || {
-        proc.assert_running();
-        let url = url.clone();
-        async move {
-            match get_status(&url).await? {
-                200 => Ok(()),
-                s => Err(format!("{url} answered {s}")),
-            }
-        }
-    })
-    .await;
 }
 
 /// Waits until Prometheus has scraped the exporter after `t` (unix seconds).
@@ -138,7 +98,7 @@ async fn unknown_counted(base: &str, want: f64) {
 async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let started = Instant::now();
     let prometheus = tool("prometheus");
-    let alertmanager = tool("prometheus-alertmanager");
+    tool("prometheus-alertmanager");
     tool("psql");
     let tmp = TempDir::new("messaging-monitoring");
     let db = TestDb::create().await;
@@ -192,35 +152,19 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     // --- Alertmanager: the shipped routes, rendered as compose does, notifying in 1 s.
     let receiver = Receiver::default();
     let receiver_url = receiver.start().await;
-    let am_port = free_port();
-    let am_config = tmp.path("alertmanager.yml");
-    run_ok(
-        Command::new("sh")
-            .arg(repo().join("prometheus/render-alertmanager-config.sh"))
-            .arg(repo().join("prometheus/alertmanager.yml"))
-            .arg(&am_config)
-            .env("PAGE_WEBHOOK_URL", format!("{receiver_url}/page"))
-            .env("TICKET_WEBHOOK_URL", format!("{receiver_url}/ticket")),
-        "render-alertmanager-config.sh",
-    );
-    let text = fs::read_to_string(&am_config).unwrap();
-    let (text, hits) = set_durations(&text, &["group_wait", "group_interval"], "1s");
-    assert!(
-        hits > 0,
-        "no group_wait/group_interval in prometheus/alertmanager.yml to shorten"
-    );
-    fs::write(&am_config, text).unwrap();
-    let mut am = Proc::spawn(
-        "alertmanager",
-        Command::new(alertmanager)
-            .arg(format!("--config.file={}", am_config.display()))
-            .arg(format!("--storage.path={}", tmp.path("am").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
-            .arg("--cluster.listen-address="),
-        tmp.path("alertmanager.log"),
-    );
-    let am_url = format!("http://127.0.0.1:{am_port}");
-    wait_ready("Alertmanager", format!("{am_url}/-/ready"), &mut am).await;
+    // Both know where people reach them as compose tells them, for the notification links.
+    let prom_external = command_flag("prometheus", "--web.external-url").expect("compose sets it");
+    let am_external = command_flag("alertmanager", "--web.external-url").expect("compose sets it");
+    let am = Alertmanager::start(
+        &tmp,
+        &receiver_url,
+        &[
+            format!("--web.external-url={am_external}"),
+            "--web.route-prefix=/".to_owned(),
+        ],
+    )
+    .await;
+    let am_url = am.url.clone();
 
     // --- Prometheus: the shipped config on loopback ports, 1 s scrapes and evaluations,
     // and the shipped rules with `for:` shortened so alerts fire at once.
@@ -242,11 +186,19 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
         read("prometheus/prometheus.yml"),
         &[
             ("exporter:9469", format!("127.0.0.1:{exporter_port}")),
-            ("alertmanager:9093", format!("127.0.0.1:{am_port}")),
+            ("alertmanager:9093", am_url.trim_start_matches("http://").to_owned()),
             ("localhost:9090", format!("127.0.0.1:{prom_port}")),
             ("scrape_interval: 15s", "scrape_interval: 1s".into()),
             ("evaluation_interval: 15s", "evaluation_interval: 1s".into()),
             ("- rules/*.yml", format!("- {}/*.yml", rules_dir.display())),
+            // Another team's job scraping the same exporter: the rules and boards must
+            // neither show it nor merge it with ours.
+            (
+                "scrape_configs:\n",
+                format!(
+                    "scrape_configs:\n  - job_name: {OTHER_JOB}\n    static_configs:\n      - targets: [\"127.0.0.1:{exporter_port}\"]\n"
+                ),
+            ),
         ],
     );
     fs::write(tmp.path("prometheus.yml"), config).unwrap();
@@ -261,7 +213,12 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
                 "--storage.tsdb.path={}",
                 tmp.path("tsdb").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg(format!("--web.external-url={prom_external}"))
+            .arg("--web.route-prefix=/")
+            // Alerts fired before Prometheus knew Alertmanager (the Watchdog, at once) are
+            // sent again within a second rather than a minute.
+            .arg("--rules.alert.resend-delay=1s"),
         tmp.path("prometheus.log"),
     );
     let prom = Prom::new(format!("http://127.0.0.1:{prom_port}"));
@@ -281,13 +238,14 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     scraped_after(&prom, now_secs() + 1.0).await;
     traffic.round(3, 12).await;
 
-    // --- the page: Prometheus → Alertmanager → the page receiver.
+    // --- one page: Prometheus → Alertmanager → the page receiver. The failures fire the
+    // SLO fast burn (a page) and the failure-ratio ticket, which the fast burn mutes.
     let page = eventually(
-        "MessagingDeliveryFailureRatioHigh to reach the page receiver through Alertmanager",
+        "MessagingDeliverySloFastBurn to reach the page receiver through Alertmanager",
         Duration::from_secs(60),
         || async {
             receiver
-                .firing("page", "MessagingDeliveryFailureRatioHigh")
+                .firing("page", "MessagingDeliverySloFastBurn")
                 .first()
                 .cloned()
                 .ok_or_else(|| receiver.summary())
@@ -297,10 +255,39 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     assert_eq!(page["labels"]["severity"], "page", "{page}");
     assert_eq!(page["labels"]["provider"], "meta", "{page}");
     assert_eq!(page["labels"]["channel"], "whatsapp", "{page}");
+    assert_eq!(page["labels"]["job"], "messaging-exporter", "{page}");
     let runbook = page["annotations"]["runbook_url"]
         .as_str()
         .unwrap_or_default();
-    assert!(runbook.starts_with(RUNBOOK_BASE), "runbook_url {runbook}");
+    assert!(
+        runbook.starts_with(&Config::shipped().runbook_base),
+        "runbook_url {runbook}"
+    );
+    // The links of the notification lead to Prometheus's and Alertmanager's public URLs.
+    let generator = page["generatorURL"].as_str().unwrap_or_default();
+    assert!(
+        generator.starts_with(&format!("{}/graph?", prom_external.trim_end_matches('/'))),
+        "the page links to {generator:?}, not to Prometheus at {prom_external}"
+    );
+    let body = &receiver.bodies("page")[0];
+    assert_eq!(
+        body["externalURL"].as_str(),
+        Some(am_external.trim_end_matches('/')),
+        "the page's Alertmanager link: {body}"
+    );
+    eventually(
+        "the fast burn to mute the failure-ratio ticket",
+        Duration::from_secs(30),
+        || async {
+            let alerts = am.alerts().await?;
+            muted_by(
+                &alerts,
+                "MessagingDeliveryFailureRatioHigh",
+                "MessagingDeliverySloFastBurn",
+            )
+        },
+    )
+    .await;
     let ticket = eventually(
         "MessagingLabelOverflow to reach the ticket receiver",
         Duration::from_secs(30),
@@ -314,11 +301,27 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     )
     .await;
     assert_eq!(ticket["labels"]["severity"], "ticket", "{ticket}");
+    eventually(
+        "the Watchdog to reach the heartbeat receiver",
+        Duration::from_secs(30),
+        || async {
+            receiver
+                .firing("heartbeat", "MessagingWatchdog")
+                .first()
+                .cloned()
+                .ok_or_else(|| receiver.summary())
+        },
+    )
+    .await;
     assert!(
         receiver
-            .firing("ticket", "MessagingDeliveryFailureRatioHigh")
-            .is_empty(),
-        "a page also went to the ticket receiver"
+            .firing("ticket", "MessagingDeliverySloFastBurn")
+            .is_empty()
+            && receiver
+                .firing("page", "MessagingDeliveryFailureRatioHigh")
+                .is_empty(),
+        "a second page, or a page at the ticket receiver: {}",
+        receiver.summary()
     );
 
     // Everything of round 2 is counted and scraped twice before the queries run.
@@ -328,7 +331,8 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let mut failures = Vec::new();
     let mut notes = Vec::new();
     let presend = traffic.presend_available == Some(true);
-    let n_rules = check_rules(&prom, presend, &mut failures, &mut notes).await;
+    let group = [("job".to_owned(), "messaging-exporter".to_owned())];
+    let n_rules = check_rules(&prom, &group, presend, &mut failures, &mut notes).await;
     let (n_promql, n_sql) = check_dashboards(
         &prom,
         &db,
@@ -340,8 +344,8 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     .await;
 
     // --- inhibition: the exporter loses its database; MessagingExporterDown pages and
-    // mutes the failure-ratio page.
-    check_inhibition(&db, &exporter_url, &am_url, &receiver).await;
+    // mutes this project's other alerts of the job.
+    check_inhibition(&db, &exporter_url, &am, &receiver).await;
 
     for n in &notes {
         eprintln!("note: {n}");
@@ -358,7 +362,7 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     );
 }
 
-async fn check_inhibition(db: &TestDb, exporter_url: &str, am_url: &str, receiver: &Receiver) {
+async fn check_inhibition(db: &TestDb, exporter_url: &str, am: &Alertmanager, receiver: &Receiver) {
     let mut admin = sqlx::PgConnection::connect(ADMIN_URL)
         .await
         .expect("admin connection");
@@ -399,33 +403,12 @@ async fn check_inhibition(db: &TestDb, exporter_url: &str, am_url: &str, receive
         },
     )
     .await;
-    let alerts_url = format!("{am_url}/api/v2/alerts");
     eventually(
-        "Alertmanager to inhibit the failure-ratio alert",
+        "MessagingExporterDown to mute the label-overflow ticket of its job",
         Duration::from_secs(30),
-        || {
-            let alerts_url = alerts_url.clone();
-            async move {
-                let alerts: Vec<Value> = reqwest::get(&alerts_url)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .json()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let a = alerts
-                    .iter()
-                    .find(|a| a["labels"]["alertname"] == "MessagingDeliveryFailureRatioHigh")
-                    .ok_or("the failure-ratio alert is not in Alertmanager")?;
-                let by = a["status"]["inhibitedBy"]
-                    .as_array()
-                    .map(Vec::len)
-                    .unwrap_or(0);
-                if a["status"]["state"] == "suppressed" && by > 0 {
-                    Ok(())
-                } else {
-                    Err(format!("status {}", a["status"]))
-                }
-            }
+        || async {
+            let alerts = am.alerts().await?;
+            muted_by(&alerts, "MessagingLabelOverflow", "MessagingExporterDown")
         },
     )
     .await;

@@ -7,19 +7,30 @@ use std::time::Duration;
 
 use sqlx::{Connection, Executor, Row};
 
-use super::queries::{self, Flavor, Prom, Query};
+use super::promql;
+use super::queries::{self, Flavor, Prom, Query, POSTGRES, PROMETHEUS};
 use super::support::{eventually, now_secs, TestDb};
 
 pub fn is_presend(q: &str) -> bool {
-    queries::metric_names(q)
+    promql::metric_names(q)
         .iter()
         .any(|m| m == "messaging_presend_checks_total")
 }
 
-/// Every rule's expression runs without error; recording rules return data; alert
-/// expressions (empty whenever they do not fire) read only series that exist.
+/// Whether a query reads an amount of money (message or AI cost, or a spend budget).
+fn is_money(q: &str) -> bool {
+    promql::metric_names(q)
+        .iter()
+        .any(|m| m.contains("messaging_cost") || m.contains("messaging_ai_cost"))
+}
+
+/// Every rule's expression runs without error; recording rules return data, each series
+/// with the `group` labels of this project's targets (another job scraping the same
+/// exporter must neither appear nor be merged in); alert expressions (empty whenever they
+/// do not fire) read only series that exist.
 pub async fn check_rules(
     prom: &Prom,
+    group: &[(String, String)],
     presend: bool,
     failures: &mut Vec<String>,
     notes: &mut Vec<String>,
@@ -52,10 +63,22 @@ pub async fn check_rules(
             Ok(res) if res.is_empty() && r["type"] == "recording" => {
                 failures.push(format!("recording rule {name} is empty\n  {q}"))
             }
+            Ok(res) if r["type"] == "recording" && !promql::metric_names(q).is_empty() => {
+                for s in res.iter().filter(|s| {
+                    group
+                        .iter()
+                        .any(|(k, v)| s["metric"][k].as_str() != Some(v.as_str()))
+                }) {
+                    failures.push(format!(
+                        "recording rule {name} gives {} without the group labels {group:?}",
+                        s["metric"]
+                    ));
+                }
+            }
             Ok(_) => {}
         }
         if r["type"] == "alerting" {
-            for m in queries::metric_names(q) {
+            for m in promql::metric_names(q) {
                 let sel = format!("count({{__name__=\"{m}\"}})");
                 if prom.query(&sel).await.map(|r| r.is_empty()).unwrap_or(true) {
                     if m == "messaging_presend_checks_total" && !presend {
@@ -93,7 +116,10 @@ pub async fn check_dashboards(
     for d in queries::dashboards() {
         let mut promql_vars = builtins.clone();
         let mut sql_vars = builtins.clone();
-        for v in queries::variables(&d) {
+        for v in queries::variables(&d)
+            .into_iter()
+            .filter(|v| v.kind == "query")
+        {
             let origin = format!("{} variable ${}", d.file, v.name);
             let values = match resolve_variable(prom, &v.query, &promql_vars).await {
                 Ok(values) if !values.is_empty() => values,
@@ -115,7 +141,7 @@ pub async fn check_dashboards(
                 queries::format_values(&values, v.multi, Flavor::Sql),
             );
         }
-        for Query { origin, text } in queries::panel_queries(&d, "prometheus") {
+        for Query { origin, text } in queries::panel_queries(&d, PROMETHEUS) {
             n_promql += 1;
             let q = match queries::substitute(&text, &promql_vars) {
                 Ok(q) => q,
@@ -125,6 +151,12 @@ pub async fn check_dashboards(
                 }
             };
             match prom.query(&q).await {
+                Ok(r) if is_money(&q) && r.iter().any(|s| s["metric"]["currency"].is_null()) => {
+                    failures.push(format!(
+                        "{origin} adds up amounts of different currencies (a series without \
+                         its currency label)\n  {q}"
+                    ))
+                }
                 Err(e) => failures.push(format!("{origin}: {e}\n  {q}")),
                 Ok(r) if r.is_empty() && is_presend(&q) && !presend => notes.push(format!(
                     "{origin} is empty: POST /v1/check-send is not in this build yet (404), so \
@@ -135,7 +167,7 @@ pub async fn check_dashboards(
             }
         }
         let now = now_secs() as i64;
-        for Query { origin, text } in queries::panel_queries(&d, "postgres") {
+        for Query { origin, text } in queries::panel_queries(&d, POSTGRES) {
             n_sql += 1;
             let sql = queries::expand_sql_macros(&text, now - 3600, now + 60)
                 .and_then(|s| queries::substitute(&s, &sql_vars));

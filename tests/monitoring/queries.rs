@@ -26,7 +26,12 @@ pub struct Dashboard {
 }
 
 pub fn dashboards() -> Vec<Dashboard> {
-    let dir = repo().join("grafana/dashboards");
+    dashboards_in(&repo())
+}
+
+/// The dashboards under `base`/grafana/dashboards.
+pub fn dashboards_in(base: &std::path::Path) -> Vec<Dashboard> {
+    let dir = base.join("grafana/dashboards");
     let mut out: Vec<Dashboard> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .map(|e| e.expect("dir entry").path())
@@ -65,19 +70,40 @@ pub struct Query {
     pub text: String,
 }
 
-/// The datasource uid a target uses (its own, else its panel's).
-fn uid<'a>(target: &'a Value, panel: &'a Value) -> &'a str {
-    target["datasource"]["uid"]
+/// The datasource plugin type a target uses (its own, else its panel's).
+fn plugin<'a>(target: &'a Value, panel: &'a Value) -> &'a str {
+    target["datasource"]["type"]
         .as_str()
-        .or_else(|| panel["datasource"]["uid"].as_str())
+        .or_else(|| panel["datasource"]["type"].as_str())
         .unwrap_or("")
 }
 
-pub fn panel_queries(d: &Dashboard, datasource_uid: &str) -> Vec<Query> {
+pub const PROMETHEUS: &str = "prometheus";
+pub const POSTGRES: &str = "grafana-postgresql-datasource";
+
+/// Every query of the panels whose datasource is of type `plugin`, and for Prometheus the
+/// annotation queries too.
+pub fn panel_queries(d: &Dashboard, plugin_type: &str) -> Vec<Query> {
     let mut out = Vec::new();
+    for a in d.json["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if a["datasource"]["type"] == plugin_type {
+            out.push(Query {
+                origin: format!(
+                    "{} annotation {:?}",
+                    d.file,
+                    a["name"].as_str().unwrap_or("?")
+                ),
+                text: a["expr"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+    }
     for p in panels(&d.json) {
         for t in p["targets"].as_array().into_iter().flatten() {
-            if uid(t, p) != datasource_uid {
+            if plugin(t, p) != plugin_type {
                 continue;
             }
             let text = t["expr"]
@@ -98,9 +124,11 @@ pub fn panel_queries(d: &Dashboard, datasource_uid: &str) -> Vec<Query> {
     out
 }
 
-/// A template variable's name, query and whether it takes several values at once.
+/// A template variable's name, type (`query`, `datasource`), query and whether it takes
+/// several values at once.
 pub struct Variable {
     pub name: String,
+    pub kind: String,
     pub query: String,
     pub multi: bool,
 }
@@ -112,6 +140,7 @@ pub fn variables(d: &Dashboard) -> Vec<Variable> {
         .flatten()
         .map(|v| Variable {
             name: v["name"].as_str().unwrap_or_default().to_owned(),
+            kind: v["type"].as_str().unwrap_or_default().to_owned(),
             query: v["query"]["query"]
                 .as_str()
                 .or_else(|| v["query"].as_str())
@@ -322,45 +351,6 @@ fn interval_secs(s: &str) -> Result<u64, String> {
     Ok(n * mult)
 }
 
-/// Metric names a PromQL expression reads: `messaging_*`, recording rules (with a colon)
-/// and the few Prometheus-made series the rules use.
-pub fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let no_strings = strip_strings(expr);
-    let mut word = String::new();
-    for c in no_strings.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-            word.push(c);
-            continue;
-        }
-        let w = std::mem::take(&mut word);
-        let is_metric = w.starts_with("messaging_")
-            || (w.contains(':') && w.starts_with(|c: char| c.is_ascii_alphabetic()))
-            || matches!(w.as_str(), "up" | "scrape_duration_seconds");
-        if is_metric && !names.contains(&w) {
-            names.push(w);
-        }
-    }
-    names
-}
-
-fn strip_strings(expr: &str) -> String {
-    let mut out = String::new();
-    let mut quote = None;
-    let mut escaped = false;
-    for c in expr.chars() {
-        match quote {
-            Some(_) if escaped => escaped = false,
-            Some(_) if c == '\\' => escaped = true,
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if matches!(c, '"' | '\'' | '`') => quote = Some(c),
-            None => out.push(c),
-        }
-    }
-    out
-}
-
 /// Prometheus's HTTP API.
 pub struct Prom {
     pub base: String,
@@ -478,12 +468,6 @@ mod tests {
              AND b BETWEEN 0 AND 60 GROUP BY floor(extract(epoch from t)/86400)*86400 AS \"time\""
         );
         assert!(expand_sql_macros("$__nope(x)", 0, 1).is_err());
-    }
-
-    #[test]
-    fn finds_metric_names_but_not_labels_or_strings() {
-        let e = r#"sum by (provider) (rate(messaging_a_total{status="x:y"}[5m])) / a:b:c or up{job="j"}"#;
-        assert_eq!(metric_names(e), vec!["messaging_a_total", "a:b:c", "up"]);
     }
 
     #[test]

@@ -45,6 +45,15 @@ impl Receiver {
             .collect()
     }
 
+    /// Every notification body posted to `receiver`.
+    pub fn bodies(&self, receiver: &str) -> Vec<Value> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|n| n.receiver == receiver)
+            .map(|n| n.body.clone())
+            .collect()
+    }
+
     pub fn summary(&self) -> String {
         let seen = self.seen.lock().unwrap();
         let names: Vec<String> = seen

@@ -14,12 +14,23 @@ pub fn repo() -> PathBuf {
 }
 
 pub fn yaml_file(rel: &str) -> serde_json::Value {
-    super::yaml::parse(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    yaml_path(&repo().join(rel))
+}
+
+pub fn yaml_path(path: &Path) -> serde_json::Value {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    super::yaml::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// The files of a repository directory ending in `ext`, as repository-relative paths.
 pub fn files(dir: &str, ext: &str) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(repo().join(dir))
+    files_in(&repo(), dir, ext)
+}
+
+/// The files of `base`/`dir` ending in `ext`, as paths relative to `base`.
+pub fn files_in(base: &Path, dir: &str, ext: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(base.join(dir))
         .unwrap_or_else(|e| panic!("cannot list {dir}: {e}"))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|f| f.ends_with(ext))
@@ -193,6 +204,50 @@ fn tail(path: &Path, bytes: u64) -> String {
     let mut s = String::new();
     let _ = f.read_to_string(&mut s);
     s
+}
+
+/// Rewrites the value of every `key: value` line whose key is one of `keys`; returns the
+/// new text and how many lines changed.
+pub fn set_durations(text: &str, keys: &[&str], value: &str) -> (String, usize) {
+    let mut hits = 0;
+    let out: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            for key in keys {
+                if let Some(rest) = trimmed.strip_prefix(&format!("{key}:")) {
+                    if !rest.trim().is_empty() {
+                        hits += 1;
+                        return format!("{indent}{key}: {value}");
+                    }
+                }
+            }
+            line.to_owned()
+        })
+        .collect();
+    (out.join("\n") + "\n", hits)
+}
+
+pub async fn get_status(url: &str) -> Result<u16, String> {
+    reqwest::get(url)
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+pub async fn wait_ready(what: &str, url: String, proc: &mut Proc) {
+    eventually(what, Duration::from_secs(30), || {
+        proc.assert_running();
+        let url = url.clone();
+        async move {
+            match get_status(&url).await? {
+                200 => Ok(()),
+                s => Err(format!("{url} answered {s}")),
+            }
+        }
+    })
+    .await;
 }
 
 /// Polls `f` until it returns `Some`, or panics after `deadline` saying what it waited for.
