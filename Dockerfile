@@ -8,6 +8,7 @@ WORKDIR /src
 # Dependencies first, so that a source change does not rebuild them all. Cargo reads the
 # whole workspace's manifest, so the loadgen member and the bench need stand-in targets.
 COPY Cargo.toml Cargo.lock ./
+COPY third_party ./third_party
 COPY loadgen/Cargo.toml ./loadgen/
 RUN mkdir -p src benches loadgen/src \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \

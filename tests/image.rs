@@ -305,6 +305,46 @@ fn cargo_reads_the_workspace_from_what_the_dockerfile_copies() {
     );
 }
 
+/// sqlx's rustls adds `webpki_roots::TLS_SERVER_ROOTS` to every Postgres root store: the
+/// copy sqlx is built with must be the stand-in with no roots, so that `sslrootcert` is
+/// the only CA trusted, as in libpq. (The relay's HTTPS client rightly keeps Mozilla's.)
+#[test]
+fn postgres_tls_trusts_no_public_ca_beside_sslrootcert() {
+    let metadata = cargo_metadata(Path::new(ROOT));
+    let packages = metadata["packages"].as_array().unwrap();
+    let id_of = |name: &str| -> Vec<&str> {
+        packages
+            .iter()
+            .filter(|p| p["name"] == name)
+            .map(|p| p["id"].as_str().unwrap())
+            .collect()
+    };
+    let sqlx_core = id_of("sqlx-core");
+    let roots: Vec<&str> = metadata["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|node| sqlx_core.contains(&node["id"].as_str().unwrap()))
+        .flat_map(|node| node["dependencies"].as_array().unwrap())
+        .map(|dep| dep.as_str().unwrap())
+        .filter(|dep| id_of("webpki-roots").contains(dep))
+        .collect();
+    assert!(
+        !roots.is_empty(),
+        "sqlx is built without rustls's webpki roots"
+    );
+    for id in roots {
+        let package = packages.iter().find(|p| p["id"] == id).unwrap();
+        assert!(
+            package["manifest_path"]
+                .as_str()
+                .unwrap()
+                .ends_with("third_party/webpki-roots/Cargo.toml"),
+            "sqlx trusts Mozilla's roots beside sslrootcert: {id}"
+        );
+    }
+}
+
 /// The assembled build context, removed on drop.
 struct Context(PathBuf);
 

@@ -6,8 +6,9 @@
 //! - `require` with a root certificate verifies the chain, as `verify-ca` does (sqlx
 //!   would check nothing);
 //! - `verify-ca` and `verify-full` need a root certificate, libpq's default
-//!   `~/.postgresql/root.crt` if none is named (sqlx would take the public web's roots
-//!   alone, which vouch for anyone's certificate under `verify-ca`);
+//!   `~/.postgresql/root.crt` if none is named (sqlx would use its built-in roots);
+//! - that root certificate is the only CA trusted: sqlx would add Mozilla's roots beside
+//!   it, which `third_party/webpki-roots` replaces with none;
 //! - `sslrootcert=system` means the system's CA bundle and insists on `verify-full`
 //!   (sqlx would read a file named `system`);
 //! - `allow` tries TLS first, as `prefer` does (sqlx never tries it);

@@ -278,20 +278,27 @@ fn start_up_refusal(url: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn require_and_verify_full_connect_and_store_a_send_hook() {
+async fn require_verify_full_and_system_roots_connect_and_store_a_send_hook() {
     let cluster = TlsCluster::start();
-    let verify_full = format!("sslmode=verify-full&sslrootcert={}", cluster.ca("ca"));
-    let urls = [
-        cluster.url("127.0.0.1", "sslmode=require"),
-        cluster.url("localhost", &verify_full),
+    let ca = cluster.ca("ca");
+    let verify_full = format!("sslmode=verify-full&sslrootcert={ca}");
+    let connections = [
+        (cluster.url("127.0.0.1", "sslmode=require"), None),
+        (cluster.url("localhost", &verify_full), None),
+        // libpq 16's form; the test's CA stands in for the system's bundle.
+        (
+            cluster.url("localhost", "sslrootcert=system"),
+            Some(("SSL_CERT_FILE", &*ca)),
+        ),
     ];
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut db = sqlx::PgConnection::connect(&cluster.url("localhost", &verify_full))
         .await
         .unwrap();
-    for (i, url) in urls.iter().enumerate() {
+    for (i, (url, env)) in connections.iter().enumerate() {
         let dir = tempdir::Dir::new();
-        let exporter = Exporter::start(url, &dir, &[]).await;
+        let env: Vec<(&str, &str)> = env.iter().copied().collect();
+        let exporter = Exporter::start_with_env(url, &dir, &[], &env).await;
         let id = format!("wamid.tls-{i}");
         let hook = template_hook(&id, "919800000001", "promo", "utility", T0_MS);
         let reply = client
