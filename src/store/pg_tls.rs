@@ -124,6 +124,13 @@ fn resolve(url: &Url, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Pg
             .map(|(_, value)| value.into_owned())
             .last()
     };
+    // sqlx would log the unknown parameter with its value: a key's passphrase.
+    if param(&["sslpassword"]).is_some() {
+        bail!(
+            "DATABASE_URL: sslpassword (a passphrase for an encrypted sslkey) is not \
+             supported; give sslkey an unencrypted key, readable by the exporter only"
+        );
+    }
     let on_socket = param(&["host"]).is_some_and(|host| host.starts_with('/'));
     if on_socket {
         return Ok(PgTls {
@@ -217,10 +224,16 @@ pub fn connect_error(err: sqlx::Error, tls: &PgTls) -> anyhow::Error {
             "connecting to the Postgres database: the server does not offer TLS, \
              which {tls} insists on"
         ),
+        sqlx::Error::Tls(_) | sqlx::Error::Io(_) if text.contains("not valid for name") => {
+            format!(
+                "connecting to the Postgres database over TLS ({tls}): the server's \
+                 certificate does not name the host of DATABASE_URL; connect by a name it \
+                 holds (sqlx 0.8 checks the name under verify-ca too, sqlx issue 3793)"
+            )
+        }
         sqlx::Error::Tls(_) | sqlx::Error::Io(_) if text.contains("certificate") => format!(
             "connecting to the Postgres database over TLS ({tls}): the server's certificate \
-             was refused; sslrootcert must hold the CA that signed it, and under \
-             verify-full the host in DATABASE_URL must be a name it was issued for"
+             was refused; sslrootcert must hold the CA that signed it"
         ),
         sqlx::Error::Tls(_) => format!(
             "connecting to the Postgres database over TLS ({tls}): the TLS handshake failed"
@@ -236,7 +249,9 @@ pub fn connect_error(err: sqlx::Error, tls: &PgTls) -> anyhow::Error {
         }
         _ => format!("connecting to the Postgres database ({tls})"),
     };
-    anyhow::Error::new(err).context(hint)
+    // sqlx's message already ends with its cause's: keeping the cause as a source of its
+    // own would print it twice.
+    anyhow::anyhow!("{text}").context(hint)
 }
 
 #[cfg(test)]
@@ -372,6 +387,14 @@ mod tests {
         );
         let err = tls_of("postgres://u@db/x?sslmode=requre", &[]).unwrap_err();
         assert!(format!("{err}").contains("not \"requre\""));
+    }
+
+    #[test]
+    fn a_key_passphrase_is_refused_without_being_repeated() {
+        let err = tls_of("postgres://u@db/x?sslkey=/k.pem&sslpassword=hunter2", &[]).unwrap_err();
+        let message = format!("{err:#}");
+        assert!(message.contains("sslpassword"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

@@ -26,7 +26,8 @@ struct TlsCluster {
 }
 
 impl TlsCluster {
-    fn start() -> Self {
+    /// A cluster whose certificate holds the subject alternative names `san`.
+    fn start(san: &str) -> Self {
         static N: AtomicU32 = AtomicU32::new(0);
         let version = std::fs::read_dir("/etc/postgresql")
             .ok()
@@ -66,7 +67,7 @@ impl TlsCluster {
         };
         make_ca(&cluster.certs.path, "ca");
         make_ca(&cluster.certs.path, "other-ca");
-        make_server_certificate(&cluster.certs.path, "ca");
+        make_server_certificate(&cluster.certs.path, "ca", san);
         for (file, mode) in [("server.pem", "0644"), ("server.key", "0600")] {
             let from = cluster.certs.path.join(file);
             let to = cluster.conf.join(file);
@@ -195,12 +196,12 @@ fn make_ca(dir: &Path, name: &str) {
     );
 }
 
-/// `server.pem` and `server.key` in `dir`, for localhost and 127.0.0.1, signed by `ca`.
-fn make_server_certificate(dir: &Path, ca: &str) {
+/// `server.pem` and `server.key` in `dir`, for the names `san`, signed by `ca`.
+fn make_server_certificate(dir: &Path, ca: &str, san: &str) {
     let p = |file: &str| dir.join(file).to_str().unwrap().to_owned();
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName = DNS:localhost, IP:127.0.0.1\nextendedKeyUsage = serverAuth\n",
+        format!("subjectAltName = {san}\nextendedKeyUsage = serverAuth\n"),
     )
     .unwrap();
     run(
@@ -279,7 +280,7 @@ fn start_up_refusal(url: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_verify_full_and_system_roots_connect_and_store_a_send_hook() {
-    let cluster = TlsCluster::start();
+    let cluster = TlsCluster::start("DNS:localhost, IP:127.0.0.1");
     let ca = cluster.ca("ca");
     let verify_full = format!("sslmode=verify-full&sslrootcert={ca}");
     let connections = [
@@ -323,7 +324,8 @@ async fn require_verify_full_and_system_roots_connect_and_store_a_send_hook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_libpq_would_refuse_fail_start_up_naming_the_tls_problem() {
-    let cluster = TlsCluster::start();
+    // Not 127.0.0.1: verify-full by that address must fail on the name.
+    let cluster = TlsCluster::start("DNS:localhost");
 
     let printed = start_up_refusal(&cluster.url("127.0.0.1", "sslmode=disable"));
     assert!(
@@ -344,6 +346,16 @@ async fn connections_libpq_would_refuse_fail_start_up_naming_the_tls_problem() {
         );
         assert!(printed.contains("UnknownIssuer"), "{params}: {printed}");
     }
+
+    let ca = cluster.ca("ca");
+    let printed = start_up_refusal(&cluster.url(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ));
+    assert!(
+        printed.contains("the server's certificate does not name the host of DATABASE_URL"),
+        "{printed}"
+    );
 
     cluster.configure(false);
     cluster.ctl("restart");
