@@ -10,6 +10,7 @@ pub mod key_collation;
 pub mod messages;
 pub mod outbox;
 pub mod pg_records;
+pub mod pg_tls;
 pub mod queries;
 pub mod reservations;
 pub mod sessions;
@@ -155,15 +156,26 @@ impl Db {
         } else {
             anyhow::bail!("DATABASE_URL must start with postgres:// or sqlite://");
         };
-        let url = normalise_url(url);
+        let (url, tls) = match backend {
+            Backend::Postgres => {
+                let (url, tls) = pg_tls::apply(url, &|name| std::env::var(name).ok())?;
+                tracing::info!(%tls, "connecting to Postgres");
+                (url, Some(tls))
+            }
+            Backend::Sqlite => (normalise_url(url), None),
+        };
         let connect_opts: AnyConnectOptions = url.parse().context("parsing DATABASE_URL")?;
+        let connect_error = |err| match &tls {
+            Some(tls) => pg_tls::connect_error(err, tls),
+            None => anyhow::Error::new(err).context("connecting to the SQLite database"),
+        };
         let pool = open_pool(backend, &connect_opts, opts, "")
             .await
-            .with_context(|| format!("connecting to the {backend:?} database"))?;
+            .map_err(connect_error)?;
         let keyed = match backend {
             Backend::Postgres => open_pool(backend, &connect_opts, opts, POSTGRES_KEYED)
                 .await
-                .context("connecting to the Postgres database")?,
+                .map_err(connect_error)?,
             Backend::Sqlite => pool.clone(),
         };
         let write_lock = (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(())));

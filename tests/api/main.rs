@@ -15,6 +15,7 @@ mod fixtures;
 mod hostile_values;
 mod openapi;
 mod ops;
+mod postgres_tls;
 mod presend;
 mod presumed_new;
 mod process;
