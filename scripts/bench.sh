@@ -9,7 +9,8 @@
 #   scripts/bench.sh -- ARGS…        loadgen with your own arguments (see --help)
 #
 # Environment: BENCH_DURATION (seconds per scenario, default 10), BENCH_CONCURRENCY
-# (default 32), PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres),
+# (default 32), PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable:
+# loopback without TLS, as every figure in BENCHMARKS.md; drop the parameter to measure TLS),
 # BENCH_OUT (default target/bench: logs and results-*.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ cargo build --release --locked -p messaging-exporter --bin messaging-exporter -p
 duration=${BENCH_DURATION:-10}
 concurrency=${BENCH_CONCURRENCY:-32}
 common=(--exporter-bin target/release/messaging-exporter
-        --pg-admin-url "${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+        --pg-admin-url "${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
         --out "${BENCH_OUT:-target/bench}"
         --duration "$duration" --concurrency "$concurrency")
 lg=target/release/loadgen
