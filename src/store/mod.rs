@@ -9,6 +9,7 @@ pub mod json_rows;
 pub mod key_collation;
 pub mod messages;
 pub mod pg_records;
+mod pools;
 pub mod queries;
 pub mod reservations;
 pub mod sessions;

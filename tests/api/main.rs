@@ -20,6 +20,7 @@ mod process;
 mod queries;
 mod recent_rows;
 mod replicas_and_faults;
+mod saturation;
 mod schemathesis;
 mod signatures;
 mod slow_clients;
