@@ -1,12 +1,12 @@
-//! The real binary with the Deployment's environment: its secret files written where the
-//! secret volume would put them (under a temporary directory instead of the mount path),
-//! the listen port moved to a free one. What the kubelet and Prometheus ask for must then
-//! be served, and the secrets from the files must be the ones in force.
+//! The real binary with the Deployment's environment: the files its `*_FILE` variables
+//! name written as the secret volume would (under a temporary directory instead of the
+//! mount path), the listen port moved to a free one. What the kubelet and Prometheus ask
+//! for must then be served, and the secrets from the files must be the ones in force.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::deployment::{container, env, secret_files};
+use super::deployment::{container, env, secrets_mount};
 use super::support::{rendered, TempDir};
 
 const API_KEY: &str = "k8s-test-api-key-0123456789abcdef";
@@ -29,25 +29,29 @@ fn free_port() -> u16 {
 #[tokio::test]
 async fn the_exporter_runs_with_the_deployments_environment_and_secret_files() {
     let objects = rendered();
-    let (mount, files) = secret_files(&objects);
+    let mount = secrets_mount(&objects);
+    let env = env(container(&objects));
     let tmp = TempDir::new("messaging-k8s-run");
     let secrets = tmp.path("secrets");
     std::fs::create_dir_all(&secrets).unwrap();
     let database = format!("sqlite://{}", tmp.path("exporter.db").display());
-    for (key, file) in &files {
-        // As `kubectl create secret generic --from-file` stores them: with a final newline.
-        let value = match key.as_str() {
-            "database-url" => database.clone(),
-            "api-key" => API_KEY.to_owned(),
-            "meta-verify-token" => VERIFY_TOKEN.to_owned(),
+    for (name, path) in &env {
+        let Some(file) = path.strip_prefix(&format!("{mount}/")) else {
+            continue;
+        };
+        let value = match name.as_str() {
+            "DATABASE_URL_FILE" => database.clone(),
+            "API_KEY_FILE" => API_KEY.to_owned(),
+            "META_VERIFY_TOKEN_FILE" => VERIFY_TOKEN.to_owned(),
             other => format!("k8s-test-{other}"),
         };
+        // As `kubectl create secret generic --from-file` stores them: with a final newline.
         std::fs::write(secrets.join(file), format!("{value}\n")).unwrap();
     }
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_messaging-exporter"));
     cmd.env_clear();
-    for (name, value) in env(container(&objects)) {
+    for (name, value) in env {
         let value = match value.strip_prefix(&mount) {
             Some(file) => format!("{}{file}", secrets.display()),
             None if name == "LISTEN_ADDR" => value.replace(":9469", &format!(":{port}")),
