@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: starts Postgres if it is down, installs
-# Prometheus, promtool, Alertmanager, openssl and schemathesis if missing, then runs cargo test.
+# Prometheus, promtool, Alertmanager, openssl, kubectl, schemathesis, kubernetes-validate
+# and check-jsonschema if missing, then runs cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 # The Postgres TLS tests make their CA and server certificates with it.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# kubectl's built-in kustomize renders deploy/kubernetes (tests/kubernetes.rs).
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -34,6 +37,11 @@ fi
 if ! command -v st >/dev/null 2>&1; then
   log "installing schemathesis (OpenAPI fuzzing)"
   python3 -m pip install -q --disable-pip-version-check schemathesis
+fi
+
+if ! command -v kubernetes-validate >/dev/null 2>&1 || ! command -v check-jsonschema >/dev/null 2>&1; then
+  log "installing kubernetes-validate and check-jsonschema (Kubernetes manifests)"
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate check-jsonschema
 fi
 
 log "cargo test"

@@ -75,10 +75,12 @@ impl App {
 
     /// The routes with the request timeout and concurrency cap around them.
     pub fn router(&self) -> Router {
-        http::serve::with_limits(
-            http::router(self.state.clone()),
-            &self.state.config.limits(),
-        )
+        let limits = self.state.config.limits();
+        let places = self
+            .state
+            .metrics
+            .request_places(limits.max_concurrent_requests);
+        http::serve::with_limits(http::router(self.state.clone()), &limits, places)
     }
 
     /// Serves on `listener` with the background tasks until `shutdown` resolves, then

@@ -29,6 +29,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 async fn metrics(State(state): State<AppState>) -> Response {
     // Everything replied to before this scrape is counted first.
     state.recorder.settled().await;
+    state.metrics.set_db_pools(&state.db.pool_usage());
     // Encoding 100k series takes a core for tens of milliseconds: on a blocking thread,
     // the async workers go on answering webhooks meanwhile.
     let metrics = state.metrics.clone();

@@ -8,7 +8,8 @@
 //!   once its body has arrived, so clients that trickle bodies hold a connection each but
 //!   no place, and cannot starve signed webhooks or the bot (CONTRACT §6.10); health,
 //!   readiness and scrapes take none at all, so an overloaded exporter is not restarted
-//!   by its liveness probe;
+//!   by its liveness probe; requests holding a place are shown as
+//!   `messaging_exporter_requests_in_flight`;
 //! - the body limit (1 MiB) is enforced where bodies are read (`body.rs`).
 
 use std::future::Future;
@@ -33,6 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::body::MAX_BODY_BYTES;
 use super::error::ApiError;
+use crate::metrics::RequestPlaces;
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -43,13 +45,14 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
-/// Wraps the router in the request timeout and the concurrency cap.
-pub fn with_limits(router: Router, limits: &Limits) -> Router {
+/// Wraps the router in the request timeout and the concurrency cap, whose places in use
+/// `places` shows.
+pub fn with_limits(router: Router, limits: &Limits, places: RequestPlaces) -> Router {
     let permits = Arc::new(Semaphore::new(limits.max_concurrent_requests));
     router
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
-                let permits = permits.clone();
+                let (permits, places) = (permits.clone(), places.clone());
                 async move {
                     if UNCAPPED.contains(&req.uri().path()) {
                         return next.run(req).await;
@@ -59,7 +62,10 @@ pub fn with_limits(router: Router, limits: &Limits) -> Router {
                         Err(refused) => return refused,
                     };
                     match permits.try_acquire() {
-                        Ok(_permit) => next.run(req).await,
+                        Ok(_permit) => {
+                            let _in_flight = places.enter();
+                            next.run(req).await
+                        }
                         Err(_) => overloaded(),
                     }
                 }

@@ -1,7 +1,9 @@
 //! Every metric of CONTRACT §4 in one struct, and the label-cardinality guards: each
 //! bounded label keeps `--max-label-values` values, each family with one `--max-series`
 //! series ([`cap`]). The two template-labelled counters are [`rendered`] families, the
-//! rest prometheus-client's; nothing else touches the registry.
+//! rest prometheus-client's; nothing else touches the registry. Beside them: how full
+//! the exporter's own resources are ([`saturation`]) and the standard `process_*`
+//! metrics ([`process`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -19,13 +21,17 @@ use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
 
 mod cap;
+mod process;
 mod recorder;
 mod relay;
 mod rendered;
+mod saturation;
 use cap::{Capped, CappedFamily, SeriesCap};
 pub use recorder::Recorder;
 pub use relay::{RelayMetrics, RelayOutcome};
 use rendered::{push_escaped, LabelSet, RenderedCounters};
+use saturation::Saturation;
+pub use saturation::{InFlight, PoolUsage, RequestPlaces};
 
 /// Provider → handset: most messages arrive within seconds, but an offline phone takes
 /// hours and Meta retries undelivered templates for up to 30 days.
@@ -430,6 +436,7 @@ pub struct Metrics {
     db_retries: Retries,
     batch_reads: BatchReads,
     ready: Gauge,
+    saturation: Saturation,
     template: LabelGuard,
     code: LabelGuard,
     model: LabelGuard,
@@ -499,6 +506,7 @@ impl Metrics {
             db_retries: Family::default(),
             batch_reads: Family::default(),
             ready: Gauge::default(),
+            saturation: Saturation::default(),
             template: LabelGuard::new("template", max_label_values),
             code: LabelGuard::new("code", max_label_values),
             model: LabelGuard::new("model", max_label_values),
@@ -620,6 +628,8 @@ impl Metrics {
             })
             .set(1);
         r.register("messaging_exporter_build_info", "Build information", build);
+        m.saturation.register(r);
+        r.register_collector(Box::new(process::ProcessCollector));
         // Known combinations start at zero, so rate() works from the first scrape.
         for p in [Provider::Meta, Provider::Twilio] {
             for o in Outcome::ALL {

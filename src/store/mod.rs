@@ -11,6 +11,7 @@ pub mod messages;
 pub mod outbox;
 pub mod pg_records;
 pub mod pg_tls;
+mod pools;
 pub mod queries;
 pub mod reservations;
 pub mod sessions;

@@ -23,6 +23,7 @@ mod queries;
 mod recent_rows;
 mod relay;
 mod replicas_and_faults;
+mod saturation;
 mod schemathesis;
 mod signatures;
 mod slow_clients;

@@ -171,13 +171,14 @@ async fn postgres_message_pages_keep_room_for_rewrites() {
 }
 
 /// Every text column of a primary key or index, by table.
-const TEXT_KEYS: [(&str, &[&str]); 6] = [
+const TEXT_KEYS: [(&str, &[&str]); 7] = [
     ("outbound_messages", &["provider", "message_id", "phone"]),
     ("inbound_messages", &["provider", "message_id"]),
     ("sessions", &["phone"]),
     ("cooldowns", &["phone", "hold_id"]),
     ("reservations", &["id", "phone"]),
     ("webhook_errors", &["dedupe_key"]),
+    ("relay_outbox", &["target", "body_hash"]),
 ];
 
 /// The indexed text columns of the database whose collation is not `"C"`, as
