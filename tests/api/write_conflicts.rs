@@ -223,7 +223,7 @@ async fn postgres_text_keys_compare_bytewise_also_after_an_upgrade() {
             .await
             .unwrap();
     }
-    assert_eq!(keys_not_bytewise(&mut conn).await.len(), 11);
+    assert_eq!(keys_not_bytewise(&mut conn).await.len(), 13);
 
     let store = open(&db).await;
     assert_eq!(keys_not_bytewise(&mut conn).await, Vec::<String>::new());
