@@ -733,6 +733,29 @@ def exporter(s):
                    [prom(f'sum by (source) (rate(messaging_exporter_batch_reads_total{{source!="database", {s.raw}}}[$__rate_interval])) '
                          f"/ scalar(sum(rate(messaging_exporter_batch_reads_total{{{s.raw}}}[$__rate_interval])))",
                          "{{source}}")], "percentunit"),
+        row("Saturation"),
+        timeseries("Request places in use",
+                   "Requests holding a place under --max-concurrent-requests (a request takes one "
+                   "once its body has arrived), against the cap: at the cap, more get 503.",
+                   [prom(f"max by (instance) (messaging_exporter_requests_in_flight{{{s.raw}}})",
+                         "{{instance}} in flight"),
+                    prom(f"max by (instance) (messaging_exporter_max_concurrent_requests{{{s.raw}}})",
+                         "{{instance}} cap")], "short", w=6),
+        timeseries("Database connections in use",
+                   "Share of each pool's connections in use; near 1, requests wait for a "
+                   "connection and get 503 past --db-timeout-ms.",
+                   [prom(f'sum by (instance, pool) (messaging_exporter_db_connections{{state="in_use", {s.raw}}}) '
+                         f"/ sum by (instance, pool) (messaging_exporter_db_max_connections{{{s.raw}}})",
+                         "{{instance}} {{pool}}")], "percentunit", w=6),
+        timeseries("Resident memory", "Resident memory of each exporter process.",
+                   [prom(f"max by (instance) (process_resident_memory_bytes{{{s.raw}}})",
+                         "{{instance}}")], "bytes", w=6),
+        timeseries("CPU", "Cores used by each exporter process.",
+                   [prom(f"sum by (instance) (rate(process_cpu_seconds_total{{{s.raw}}}[$__rate_interval]))",
+                         "{{instance}}")], "short", w=3),
+        timeseries("File descriptors", "Open file descriptors against the process's limit.",
+                   [prom(f"max by (instance) (process_open_fds{{{s.raw}}}) / max by (instance) (process_max_fds{{{s.raw}}})",
+                         "{{instance}}")], "percentunit", w=3),
         row("Relay to the bot"),
         timeseries("Oldest waiting webhook",
                    "Age of the oldest webhook waiting in the outbox to be relayed to the bot, by "
