@@ -364,13 +364,15 @@ impl Scrape {
             .sum()
     }
 
-    /// The series of the counters and histograms we care about, minus HTTP timings,
-    /// for comparing two scrapes.
+    /// The series of the counters and histograms we care about, minus the exporter's own
+    /// (HTTP timings, saturation) and the process's, for comparing two scrapes.
     pub fn business(&self) -> Series {
         self.series
             .iter()
             .filter(|((n, _), _)| {
-                !n.starts_with("messaging_exporter_") && n != "messaging_sessions_active"
+                !n.starts_with("messaging_exporter_")
+                    && !n.starts_with("process_")
+                    && n != "messaging_sessions_active"
             })
             .map(|(k, v)| (k.clone(), *v))
             .collect()
