@@ -687,7 +687,7 @@ impl Metrics {
             let labels = CostLabels {
                 provider: c.provider.as_str(),
                 channel: c.channel.as_str(),
-                category: category::label(c.category),
+                category: c.category,
                 template,
                 currency: self.currency.admit(&c.currency, &self.label_overflow),
             };

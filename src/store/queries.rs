@@ -15,8 +15,10 @@ use crate::domain::window::{Window, WINDOW_MS};
 use crate::store::json_rows::{self, Statement};
 use crate::store::reservations;
 
-/// When a message's cost was counted: its delivery, or its read when no delivery came.
-const CHARGED_MS: &str = "(CASE WHEN delivered_ms > 0 THEN delivered_ms ELSE read_ms END)";
+/// When a message's cost was counted: its delivery, or its read when no delivery came, or
+/// its send (SMS is charged once sent).
+const CHARGED_MS: &str =
+    "(CASE WHEN delivered_ms > 0 THEN delivered_ms WHEN read_ms > 0 THEN read_ms ELSE sent_ms END)";
 /// Messages whose cost was counted with cost tracking on (`Observed::COST` and a currency).
 const CHARGED: &str = "(observed_mask & 4) <> 0 AND currency <> ''";
 /// When an outbound message went out, for "last N days".

@@ -26,5 +26,6 @@ mod replicas_and_faults;
 mod schemathesis;
 mod signatures;
 mod slow_clients;
+mod sms_cost;
 mod v1;
 mod write_conflicts;
