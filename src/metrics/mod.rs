@@ -18,10 +18,12 @@ use crate::domain::category;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
 
+mod billing;
 mod cap;
 mod recorder;
 mod relay;
 mod rendered;
+pub use billing::BillingMetrics;
 use cap::{Capped, CappedFamily, SeriesCap};
 pub use recorder::Recorder;
 pub use relay::{RelayMetrics, RelayOutcome};
@@ -423,6 +425,8 @@ pub struct Metrics {
     sessions_active: Gauge,
     /// The relay's families (CONTRACT §7).
     pub relay: RelayMetrics,
+    /// The providers' billed figures (CONTRACT §9).
+    pub billing: BillingMetrics,
     presend: Family<DecisionLabels, Counter>,
     webhook_events: Family<WebhookLabels, Counter>,
     label_overflow: Family<LabelName, Counter>,
@@ -492,6 +496,7 @@ impl Metrics {
             ai_intents: cap.over(Family::default()),
             sessions_active: Gauge::default(),
             relay: RelayMetrics::register(&mut registry),
+            billing: BillingMetrics::register(&mut registry),
             presend: Family::default(),
             webhook_events: Family::default(),
             label_overflow,

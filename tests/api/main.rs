@@ -5,6 +5,7 @@ mod helpers;
 
 mod attribution_backlog;
 mod bad_input;
+mod billed_cost;
 mod cardinality;
 mod config;
 mod counting;
