@@ -19,6 +19,7 @@ use messaging_exporter::clock::ManualClock;
 
 use crate::helpers::{config_for, fixture, Backend, Scrape, TestApp, TestDb, T0_MS};
 use crate::on_both_backends;
+use crate::v1::get as api_get;
 
 const ACCOUNT: &str = "AC703f069b4f94388bc65eefc880b85f64";
 const TOKEN: &str = "twilio-test-auth-token";
@@ -244,6 +245,18 @@ async fn twilio_prices_are_counted_once_after_retries_and_restarts(backend: Back
     );
     app.clock.advance_ms(120_000);
     billed_until(&app, &SMS, 0.0158 + 0.0079).await;
+    let (_, report) = api_get(&app, "/v1/costs?from=2025-09-23&to=2025-09-23").await;
+    let line = |provider: &str, messages: i64| {
+        json!({"day": "2025-09-23", "provider": provider, "category": "sms",
+               "currency": "USD", "messages": messages})
+    };
+    let billed = &report["billed"][0];
+    assert!(
+        (billed["cost"].as_f64().unwrap() - 0.0237).abs() < 1e-9,
+        "{report}"
+    );
+    assert_eq!(without_cost(billed), line("twilio", 2), "{report}");
+    assert_eq!(without_cost(&report["estimate"][0]), line("twilio", 1));
 
     // A lookup pending when the exporter stops is finished by the next one; what was
     // counted is not counted again.
@@ -345,6 +358,44 @@ async fn meta_days_add_only_what_they_grew_by(backend: Backend) {
     app.stop().await;
     let app = TestApp::spawn_with(meta_config(&db, &graph), clock).await;
     billed_until(&app, &meta, 15.0 - 12.75).await;
+    let (_, report) = api_get(&app, "/v1/costs?from=2025-09-23&to=2025-09-24").await;
+    let days: Vec<(String, String, Value, f64)> = report["billed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let key = |k: &str| l[k].as_str().unwrap().to_owned();
+            (
+                key("day"),
+                key("category"),
+                l["messages"].clone(),
+                l["cost"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let want = [
+        ("2025-09-23", "marketing", 972.904 + 187.91),
+        ("2025-09-23", "utility", 357.075 + 74.8144),
+        ("2025-09-24", "marketing", 1029.3952 + 201.02 + 15.0),
+        ("2025-09-24", "utility", 343.505 + 69.2208),
+    ];
+    assert_eq!(days.len(), want.len(), "{report}");
+    for ((day, category, messages, cost), (d, c, want)) in days.iter().zip(want) {
+        assert_eq!(
+            (day.as_str(), category.as_str(), messages),
+            (d, c, &Value::Null)
+        );
+        assert!(
+            (cost - want).abs() < 1e-6,
+            "{day} {category}: {cost} ≠ {want}"
+        );
+    }
+}
+
+fn without_cost(line: &Value) -> Value {
+    let mut l = line.clone();
+    l.as_object_mut().unwrap().remove("cost");
+    l
 }
 
 on_both_backends!(

@@ -5,7 +5,7 @@ use serde_json::json;
 
 use crate::helpers::{meta_status, template_hook, Backend, Scrape, TestApp, TestDb, T0_MS};
 use crate::on_both_backends;
-use crate::v1::{configure, field_of, put};
+use crate::v1::{configure, field_of, get, put};
 
 const INDIA: &str = "919876543210";
 const US: &str = "14155550100";
@@ -75,6 +75,21 @@ async fn an_sms_costs_its_segments_at_the_country_price_once(backend: Backend) {
     delivered[1].1 = "delivered";
     twilio(&app, &delivered).await;
     assert!(close(cost(&app.scrape().await, &sms), 3.0 * 0.0832));
+    // USD is not added to the WhatsApp card's INR totals; it has a line of its own.
+    let (_, report) = get(&app, "/v1/costs?from=2025-09-23&to=2025-09-23").await;
+    assert_eq!(
+        (report["total_cost"].as_f64(), &report["by_category"]),
+        (Some(0.0), &json!([]))
+    );
+    let line = &report["estimate"][0];
+    assert_eq!(
+        (&line["category"], &line["currency"], &line["messages"]),
+        (&json!("sms"), &json!("USD"), &json!(1))
+    );
+    assert!(
+        close(line["cost"].as_f64().unwrap(), 3.0 * 0.0832),
+        "{report}"
+    );
 }
 
 async fn twilios_num_segments_prices_an_inbound_sms(backend: Backend) {
@@ -99,6 +114,12 @@ async fn twilios_num_segments_prices_an_inbound_sms(backend: Backend) {
         ("currency", "USD"),
     ];
     assert!(close(cost(&s, &sms), 2.0 * 0.01), "{}", s.dump());
+    let (_, report) = get(&app, "/v1/costs?from=2025-09-23&to=2025-09-23").await;
+    assert_eq!(
+        report["estimate"],
+        json!([{"day": "2025-09-23", "provider": "twilio", "category": "sms",
+                "currency": "USD", "messages": 1, "cost": 0.02}])
+    );
 }
 
 async fn whatsapp_keeps_the_whatsapp_card_through_either_provider(backend: Backend) {
