@@ -7,14 +7,27 @@ use sqlx::{AnyConnection, Row};
 /// A message's final statuses (delivered, read, failed) in `seen_mask`.
 const FINAL_STATUSES: i64 = 4 | 8 | 16;
 
-/// Queues the Twilio messages that reached a final status since `since_ms` and are not
-/// queued yet; returns how many were added.
+/// Queues the Twilio messages that reached a final status, and the inbound ones received
+/// (Twilio bills those too), since `since_ms` and not queued yet; returns how many were
+/// added.
 pub async fn enqueue_final(
     conn: &mut AnyConnection,
     since_ms: i64,
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(&format!(
+    let inbound = sqlx::query(
+        "INSERT INTO billing_lookups (provider, message_id, channel, category, charged_ms, \
+         enqueued_ms, next_attempt_ms) \
+         SELECT provider, message_id, channel, \
+         CASE WHEN channel = 'sms' THEN 'sms' ELSE 'none' END, received_ms, $2, $2 \
+         FROM inbound_messages WHERE provider = 'twilio' AND received_ms >= $1 \
+         ON CONFLICT (provider, message_id) DO NOTHING",
+    )
+    .bind(since_ms)
+    .bind(now_ms)
+    .execute(&mut *conn)
+    .await?;
+    let outbound = sqlx::query(&format!(
         "INSERT INTO billing_lookups (provider, message_id, channel, category, charged_ms, \
          enqueued_ms, next_attempt_ms) \
          SELECT provider, message_id, channel, \
@@ -30,7 +43,7 @@ pub async fn enqueue_final(
     .bind(now_ms)
     .execute(conn)
     .await?;
-    Ok(done.rows_affected())
+    Ok(inbound.rows_affected() + outbound.rows_affected())
 }
 
 /// A queued lookup this replica claimed for one attempt.

@@ -141,16 +141,34 @@ fn twilio_config(db: &TestDb, api: &str) -> Config {
 
 /// A signed Twilio status callback for an SMS.
 async fn sms_status(app: &TestApp, sid: &str, status: &str) {
-    let params: Vec<(String, String)> = [
+    let params = [
         ("MessageSid", sid),
         ("MessageStatus", status),
         ("AccountSid", ACCOUNT),
         ("To", "+15550100166"),
         ("From", "+15550100142"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ];
+    post_signed(app, &params).await;
+}
+
+/// A signed incoming SMS.
+async fn sms_inbound(app: &TestApp, sid: &str) {
+    let params = [
+        ("MessageSid", sid),
+        ("SmsStatus", "received"),
+        ("AccountSid", ACCOUNT),
+        ("From", "+15550100166"),
+        ("To", "+15550100142"),
+        ("Body", "C"),
+    ];
+    post_signed(app, &params).await;
+}
+
+async fn post_signed(app: &TestApp, params: &[(&str, &str)]) {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let signature = twilio::sign(
         TOKEN.as_bytes(),
         &format!("{PUBLIC_URL}/webhooks/twilio"),
@@ -220,6 +238,8 @@ async fn twilio_prices_are_counted_once_after_retries_and_restarts(backend: Back
         asked(&script, "SMa") == 1 && asked(&script, "SMb") == 1
     })
     .await;
+    // Nothing else is looked up: a message without a final status waits for one.
+    assert_eq!(script.lock().unwrap().asked.len(), 2);
     assert_eq!(
         app.scrape().await.sum("messaging_billed_cost_total", &[]),
         0.0,
@@ -257,6 +277,14 @@ async fn twilio_prices_are_counted_once_after_retries_and_restarts(backend: Back
     );
     assert_eq!(without_cost(billed), line("twilio", 2), "{report}");
     assert_eq!(without_cost(&report["estimate"][0]), line("twilio", 1));
+
+    // An inbound SMS is billed too.
+    script.lock().unwrap().answers.insert(
+        "SMin".into(),
+        [Answer(200, None, priced("SMin", Some("-0.00790")))].into(),
+    );
+    sms_inbound(&app, "SMin").await;
+    billed_until(&app, &SMS, 0.0158 + 0.0079 + 0.0079).await;
 
     // A lookup pending when the exporter stops is finished by the next one; what was
     // counted is not counted again.
