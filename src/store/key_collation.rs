@@ -11,13 +11,16 @@
 use sqlx::AnyPool;
 
 /// The tables this exporter owns (its migrations make them).
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 9] = [
     "outbound_messages",
     "inbound_messages",
     "sessions",
     "cooldowns",
     "reservations",
     "webhook_errors",
+    "relay_outbox",
+    "billing_lookups",
+    "billing_meta_days",
 ];
 
 /// `(table, column)` for each text column of an index of [`TABLES`] (a primary key is
