@@ -66,7 +66,7 @@ fn tally(series: usize) -> Tally {
             t.cost.push(CostCount {
                 provider: Provider::Meta,
                 channel: Channel::Whatsapp,
-                category,
+                category: category::label(category),
                 template: template.clone(),
                 currency: "USD".into(),
                 amount: 0.0125,
@@ -95,7 +95,7 @@ fn baseline(t: &Tally) -> Registry {
         cost.get_or_create(&Cost {
             provider: c.provider.as_str(),
             channel: c.channel.as_str(),
-            category: category::label(c.category),
+            category: c.category,
             template: c.template.clone(),
             currency: c.currency.clone(),
         })

@@ -483,6 +483,8 @@ def presend_row(s):
 
 def cost(s):
     spend = f"messaging_cost_total{{{s.cost}}}"
+    # The bill has no template: it is per message (Twilio) or per day (Meta).
+    billed = f'messaging_billed_cost_total{{{s.pc}, currency=~"$currency"}}'
     delivered = f'messaging_outbound_messages_total{{status="delivered", {s.outbound}}}'
     money = steps("green", (500, "red"))
 
@@ -543,6 +545,27 @@ def cost(s):
             [prom(f"{per('category, currency', '1h')} / on (category) group_left "
                   f"sum by (category) (increase({delivered}[1h]))", "{{category}} {{currency}}")],
             MONEY, decimals=3)),
+        row("Estimate against the bill (one figure per provider and currency)"),
+        money_panel(timeseries(
+            "Estimate and bill per day by provider",
+            "Trailing 24 hours: what the exporter estimated from the rate card "
+            "(messaging_cost_total) beside what the provider billed "
+            "(messaging_billed_cost_total: Twilio's price of each message, Meta's "
+            "pricing_analytics). The bill lags the estimate by minutes (Twilio) to hours "
+            "(Meta). Empty for a provider whose API credentials are not set.",
+            [prom(f"sum by (provider, currency) (increase({spend}[1d]))",
+                  "estimate {{provider}} {{currency}}"),
+             prom(f"sum by (provider, currency) (increase({billed}[1d]))",
+                  "billed {{provider}} {{currency}}")], MONEY)),
+        timeseries(
+            "Estimate / bill over a day",
+            "provider_currency:messaging_cost_billed:ratio_1d: 100% when the estimate "
+            "matches the bill; MessagingCostEstimateDrift opens a ticket outside 95–105% "
+            "for 6 hours.",
+            [prom(f'provider_currency:messaging_cost_billed:ratio_1d{{{s.group}, '
+                  f'provider=~"$provider", currency=~"$currency"}}', "{{provider}} {{currency}}")],
+            "percentunit", thresholds=steps("red", (0.95, "green"), (1.05, "red")),
+            threshold_line=True),
         row("From the ledger (PostgreSQL)"),
         table("Top phones by cost",
               "The 20 phones that cost most among messages first seen in the range, per "
@@ -599,8 +622,8 @@ LIMIT 50
     ]
     return dashboard("messaging-cost", "Messaging / Cost",
                      "What messages cost: per hour and day, by category and template, month to "
-                     "date, and the costliest phones. Amounts are never added across "
-                     "currencies.", ["cost"], variables, items, s, time_from="now-7d")
+                     "date, the estimate against the providers' bill, and the costliest phones. "
+                     "Amounts are never added across currencies.", ["cost"], variables, items, s, time_from="now-7d")
 
 
 # ---------------------------------------------------------------- 3. AI

@@ -13,7 +13,7 @@ use tracing::{error, info, warn};
 
 use crate::domain::window::WINDOW_MS;
 use crate::http::AppState;
-use crate::{relay, store};
+use crate::{billing, relay, store};
 
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
@@ -26,6 +26,7 @@ const SWEEP_BATCH: i64 = 1_000;
 pub fn spawn(state: &AppState) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     spawn_relay(state, &mut tasks);
+    spawn_billing(state, &mut tasks);
     let s = state.clone();
     tasks.spawn(every(SWEEP_EVERY, move || {
         let s = s.clone();
@@ -79,6 +80,24 @@ fn spawn_relay(state: &AppState, tasks: &mut JoinSet<()>) {
         .map(|t| t.expose_secret().as_bytes().to_vec());
     if let Err(e) = worker.spawn(token, &state.ledger.relay_wake(), tasks) {
         error!(error = %e, "the relay's HTTP client could not be built; webhooks wait in the outbox");
+    }
+}
+
+/// The billed-cost readers, for each provider whose API credentials are set (CONTRACT §9).
+fn spawn_billing(state: &AppState, tasks: &mut JoinSet<()>) {
+    let settings = billing::Settings::from_config(&state.config);
+    if !settings.enabled() {
+        return;
+    }
+    let worker = billing::worker::Worker {
+        db: state.db.clone(),
+        clock: state.clock.clone(),
+        metrics: state.metrics.billing.clone(),
+        settings: Arc::new(settings),
+        rate_card: state.settings.clone(),
+    };
+    if let Err(e) = worker.spawn(tasks) {
+        error!(error = %e, "the billed-cost readers' HTTP client could not be built; nothing is read from the providers");
     }
 }
 
@@ -140,6 +159,8 @@ pub async fn purge(s: &AppState) -> Result<u64, sqlx::Error> {
     let mut deleted = 0;
     for sql in [
         "DELETE FROM outbound_messages WHERE first_seen_ms < $1",
+        "DELETE FROM billing_lookups WHERE enqueued_ms < $1",
+        "DELETE FROM billing_meta_days WHERE day_ms < $1",
         "DELETE FROM inbound_messages WHERE received_ms < $1",
         "DELETE FROM webhook_errors WHERE last_seen_ms < $1",
         "DELETE FROM sessions WHERE last_inbound_ms < $1 AND updated_ms < $1",

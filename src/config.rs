@@ -145,6 +145,34 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=8760))]
     pub relay_max_age_hours: u32,
 
+    /// With TWILIO_AUTH_TOKEN: each Twilio message with a final status is looked up once
+    /// in Twilio's Messages API and its billed price counted in
+    /// `messaging_billed_cost_total` (CONTRACT §9).
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+
+    /// Base URL of Twilio's REST API.
+    #[arg(long, env = "TWILIO_API_URL", default_value = "https://api.twilio.com")]
+    pub twilio_api_url: String,
+
+    /// With META_WABA_ID: Meta's `pricing_analytics` is read hourly and what each day
+    /// cost counted in `messaging_billed_cost_total`. A system user token with
+    /// `whatsapp_business_management`. Or in a file: META_ACCESS_TOKEN_FILE.
+    #[arg(long, env = "META_ACCESS_TOKEN", hide_env_values = true)]
+    pub meta_access_token: Option<SecretString>,
+
+    /// The WhatsApp Business Account whose `pricing_analytics` is read.
+    #[arg(long, env = "META_WABA_ID")]
+    pub meta_waba_id: Option<String>,
+
+    /// Base URL of Meta's Graph API.
+    #[arg(
+        long,
+        env = "META_GRAPH_URL",
+        default_value = "https://graph.facebook.com"
+    )]
+    pub meta_graph_url: String,
+
     #[command(flatten)]
     pub secret_files: SecretFiles,
 }
@@ -214,6 +242,7 @@ impl Config {
             return Err("--max-concurrent-requests, --header-read-timeout-ms and --request-timeout-ms must be at least 1".into());
         }
         self.check_relay()?;
+        self.check_billing()?;
         if self.max_label_values == 0 {
             return Err("--max-label-values must be at least 1".into());
         }
@@ -250,6 +279,49 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The billed-cost readers need all of their provider's settings, and absolute URLs.
+    fn check_billing(&self) -> Result<(), String> {
+        for (flag, url) in [
+            ("TWILIO_API_URL", &self.twilio_api_url),
+            ("META_GRAPH_URL", &self.meta_graph_url),
+        ] {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(format!(
+                    "{flag} must start with https:// or http://, got {url:?}"
+                ));
+            }
+        }
+        if self.twilio_account_sid.is_some() && self.twilio_auth_token.is_none() {
+            return Err(
+                "TWILIO_ACCOUNT_SID is set but TWILIO_AUTH_TOKEN is not: Twilio's \
+                        Messages API takes both, so set TWILIO_AUTH_TOKEN"
+                    .into(),
+            );
+        }
+        if self
+            .twilio_account_sid
+            .as_ref()
+            .is_some_and(|s| !(s.starts_with("AC") && s.bytes().all(|b| b.is_ascii_alphanumeric())))
+        {
+            return Err(
+                "TWILIO_ACCOUNT_SID must be an account SID (AC followed by letters and digits)"
+                    .into(),
+            );
+        }
+        match (&self.meta_access_token, &self.meta_waba_id) {
+            (Some(_), None) => Err("META_ACCESS_TOKEN is set but META_WABA_ID is not: set \
+                                    the WhatsApp Business Account to read pricing_analytics of"
+                .into()),
+            (None, Some(_)) => Err("META_WABA_ID is set but META_ACCESS_TOKEN is not: set \
+                                    a system user token to read pricing_analytics with"
+                .into()),
+            (_, Some(id)) if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) => {
+                Err("META_WABA_ID must be the account's numeric id".into())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Secrets that are not set, for the start-up warning.
@@ -409,6 +481,41 @@ mod tests {
         let err = parse(&bad).check().unwrap_err();
         assert!(err.contains("RELAY_META_URL must start with"), "{err}");
         assert!(refusal(&["--relay-timeout-ms", "0"]).contains("--relay-timeout-ms"));
+    }
+
+    #[test]
+    fn billed_cost_readers_need_their_providers_settings() {
+        let c = parse(&[]);
+        assert_eq!(c.twilio_api_url, "https://api.twilio.com");
+        assert_eq!(c.meta_graph_url, "https://graph.facebook.com");
+        let sid = ["--twilio-account-sid", "AC703f069b4f94388bc65eefc880b85f64"];
+        let err = parse(&sid).check().unwrap_err();
+        assert!(err.contains("TWILIO_AUTH_TOKEN"), "{err}");
+        let mut with_token = sid.to_vec();
+        with_token.extend([
+            "--twilio-auth-token",
+            "t",
+            "--public-url",
+            "https://h.example",
+        ]);
+        assert!(parse(&with_token).check().is_ok());
+        let err = parse(&["--meta-access-token", "tok"]).check().unwrap_err();
+        assert!(err.contains("META_WABA_ID"), "{err}");
+        let err = parse(&["--meta-waba-id", "104455667788990"])
+            .check()
+            .unwrap_err();
+        assert!(err.contains("META_ACCESS_TOKEN"), "{err}");
+        let meta = [
+            "--meta-waba-id",
+            "104455667788990",
+            "--meta-access-token",
+            "tok",
+        ];
+        assert!(parse(&meta).check().is_ok());
+        let err = parse(&["--meta-graph-url", "graph"]).check().unwrap_err();
+        assert!(err.contains("META_GRAPH_URL"), "{err}");
+        let c = parse(&["--meta-access-token", "very-secret-token"]);
+        assert!(!format!("{c:?}").contains("very-secret-token"));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct StatusUpdate {
     pub at_ms: Option<i64>,
     pub pricing: Option<MetaPricing>,
     pub error: Option<MessageError>,
+    /// SMS segments as the provider counted them (Twilio's `NumSegments`); 0 = not given.
+    pub segments: u32,
 }
 
 /// A message from a user to the business.
@@ -60,6 +62,8 @@ pub struct InboundMessage {
     pub phone: Option<Phone>,
     pub kind: &'static str,
     pub at_ms: Option<i64>,
+    /// SMS segments as the provider counted them (Twilio's `NumSegments`); 0 = not given.
+    pub segments: u32,
 }
 
 /// The bot's report that it sent a message (`POST /v1/events/sent`).
@@ -203,6 +207,7 @@ mod tests {
                 phone: None,
                 kind: "text",
                 at_ms,
+                segments: 0,
             })
         };
         for (given, used) in [

@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod background;
+pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -21,6 +21,8 @@
 
 #[path = "monitoring/alertmanager.rs"]
 mod alertmanager;
+#[path = "monitoring/billing_api.rs"]
+mod billing_api;
 #[path = "monitoring/compose.rs"]
 mod compose;
 #[path = "monitoring/config.rs"]

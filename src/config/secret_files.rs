@@ -34,6 +34,10 @@ pub struct SecretFiles {
     #[arg(long, env = "TWILIO_AUTH_TOKEN_FILE", value_name = "PATH")]
     pub twilio_auth_token_file: Option<PathBuf>,
 
+    /// File holding META_ACCESS_TOKEN.
+    #[arg(long, env = "META_ACCESS_TOKEN_FILE", value_name = "PATH")]
+    pub meta_access_token_file: Option<PathBuf>,
+
     /// File holding DATABASE_URL.
     #[arg(long, env = "DATABASE_URL_FILE", value_name = "PATH")]
     pub database_url_file: Option<PathBuf>,
@@ -60,6 +64,11 @@ impl Config {
             &mut self.twilio_auth_token,
             "TWILIO_AUTH_TOKEN",
             files.twilio_auth_token_file.as_deref(),
+        )?;
+        resolve_secret(
+            &mut self.meta_access_token,
+            "META_ACCESS_TOKEN",
+            files.meta_access_token_file.as_deref(),
         )?;
         // DATABASE_URL has a default, which counts as not given.
         let given = matches.value_source("database_url") != Some(ValueSource::DefaultValue);

@@ -52,6 +52,9 @@ impl Category {
     }
 }
 
+/// The `category` label of SMS cost: SMS has one rate card, whatever the message.
+pub const SMS_COST: &str = "sms";
+
 /// The `category` label value: a category or `none` (free-form, or nothing known).
 pub fn label(category: Option<Category>) -> &'static str {
     category.map_or("none", Category::as_str)

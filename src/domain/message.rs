@@ -9,7 +9,7 @@
 use super::category::{self, Category};
 use super::phone::Phone;
 use super::pricing::MetaPricing;
-use super::settings::Settings;
+use super::settings::{Settings, SmsDirection};
 use super::status::{Status, StatusSet};
 use super::tally::{CostCount, Latency, OutboundCount, Tally};
 use super::{Channel, Provider};
@@ -28,6 +28,8 @@ pub struct Hook {
     /// `None` for free-form messages.
     pub category: Option<Category>,
     pub sent_at_ms: i64,
+    /// SMS segments as the bot counted them (1 unless it said otherwise).
+    pub segments: u32,
 }
 
 /// A provider's failure details, kept for `/v1/errors`.
@@ -93,6 +95,8 @@ pub struct MessageState {
     pub cost_category: Option<Category>,
     pub currency: String,
     pub reservation_id: String,
+    /// SMS segments as the provider counted them (Twilio's `NumSegments`); 0 = not given.
+    pub segments: u32,
 }
 
 impl MessageState {
@@ -116,6 +120,7 @@ impl MessageState {
             cost_category: None,
             currency: String::new(),
             reservation_id: String::new(),
+            segments: 0,
         }
     }
 
@@ -275,7 +280,7 @@ impl MessageState {
                 .push(latency(seconds_between(delivered, read)));
         }
 
-        if self.counted.contains(Status::Delivered) && !self.observed.has(Observed::COST) {
+        if self.is_billed() && !self.observed.has(Observed::COST) {
             self.observed.set(Observed::COST);
             if settings.cost_tracking_enabled {
                 self.count_cost(settings, &labels, tally);
@@ -283,7 +288,41 @@ impl MessageState {
         }
     }
 
+    /// WhatsApp is charged at delivery (rule 5); SMS once sent, delivered or not, as
+    /// Twilio bills every message it attempted to deliver (`provider-billing.md` §4).
+    fn is_billed(&self) -> bool {
+        match self.channel {
+            Channel::Whatsapp => self.counted.contains(Status::Delivered),
+            Channel::Sms => self.counted.contains(Status::Sent),
+        }
+    }
+
+    /// The provider's segment count where it gave one, else the send hook's, else 1.
+    pub fn segments(&self) -> u32 {
+        match (self.segments, &self.hook) {
+            (0, Some(h)) => h.segments.max(1),
+            (0, None) => 1,
+            (n, _) => n,
+        }
+    }
+
     fn count_cost(&mut self, settings: &Settings, labels: &Labels, tally: &mut Tally) {
+        if self.channel == Channel::Sms {
+            let amount =
+                settings.sms_price(self.phone.as_ref(), SmsDirection::Outbound, self.segments());
+            self.cost = amount;
+            self.cost_category = None;
+            self.currency = settings.sms_currency.clone();
+            tally.cost.push(CostCount {
+                provider: self.provider,
+                channel: self.channel,
+                category: category::SMS_COST,
+                template: labels.template.clone(),
+                currency: self.currency.clone(),
+                amount,
+            });
+            return;
+        }
         // With neither a pricing object nor a send hook there is nothing to price by.
         let (amount, category) = match (&self.hook, &self.pricing) {
             (None, None) => (0.0, None),
@@ -300,7 +339,7 @@ impl MessageState {
         tally.cost.push(CostCount {
             provider: self.provider,
             channel: self.channel,
-            category,
+            category: category::label(category),
             template: labels.template.clone(),
             currency: settings.currency.clone(),
             amount,
@@ -332,6 +371,7 @@ mod tests {
             template: "promo".into(),
             category: Some(Category::Marketing),
             sent_at_ms,
+            segments: 1,
         }
     }
 
@@ -466,7 +506,7 @@ mod tests {
         let mut t = Tally::default();
         m.settle(2_000, GRACE, &s, &mut t);
         assert_eq!(t.cost[0].amount, 0.0);
-        assert_eq!(t.cost[0].category, Some(Category::Utility));
+        assert_eq!(t.cost[0].category, "utility");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::category::Category;
 use super::phone::Phone;
-use super::settings::Settings;
+use super::settings::{Settings, SmsDirection};
 
 /// Why a message costs what it costs (`cost.reason` of `/v1/check-send`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,17 +69,33 @@ impl Settings {
                 .or_else(|| category.base().and_then(|b| table.get(&b)))
                 .copied()
         };
-        let country = phone.and_then(|p| {
-            self.country_rates
-                .iter()
-                .filter(|(prefix, _)| p.as_str().starts_with(prefix.as_str()))
-                .max_by_key(|(prefix, _)| prefix.len())
-                .map(|(_, table)| table)
-        });
-        country
+        longest_prefix(&self.country_rates, phone)
             .and_then(lookup)
             .or_else(|| lookup(&self.rates))
             .unwrap_or(0.0)
+    }
+
+    /// The SMS rate card's price of `segments` segments one way (CONTRACT §9): the
+    /// longest matching prefix of `sms_country_rates` first, then `sms_rates`.
+    pub fn sms_price(&self, phone: Option<&Phone>, direction: SmsDirection, segments: u32) -> f64 {
+        let per_segment = longest_prefix(&self.sms_country_rates, phone)
+            .and_then(|t| t.get(&direction))
+            .or_else(|| self.sms_rates.get(&direction))
+            .copied()
+            .unwrap_or(0.0);
+        per_segment * f64::from(segments.max(1))
+    }
+
+    /// What an inbound message costs at receipt: SMS is charged per segment received;
+    /// `None` for WhatsApp (free inbound) or while cost tracking is off.
+    pub fn inbound_cost(
+        &self,
+        phone: Option<&Phone>,
+        channel: super::Channel,
+        segments: u32,
+    ) -> Option<f64> {
+        (channel == super::Channel::Sms && self.cost_tracking_enabled)
+            .then(|| self.sms_price(phone, SmsDirection::Inbound, segments))
     }
 
     pub fn is_free_in_window(&self, category: Category) -> bool {
@@ -139,6 +155,19 @@ impl Settings {
     }
 }
 
+/// The table of the longest calling-code prefix that `phone` starts with.
+fn longest_prefix<'a, T>(
+    tables: &'a std::collections::BTreeMap<String, T>,
+    phone: Option<&Phone>,
+) -> Option<&'a T> {
+    let phone = phone?;
+    tables
+        .iter()
+        .filter(|(prefix, _)| phone.as_str().starts_with(prefix.as_str()))
+        .max_by_key(|(prefix, _)| prefix.len())
+        .map(|(_, table)| table)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -193,6 +222,30 @@ mod tests {
             0.30
         );
         assert_eq!(s.price(None, Category::Service), 0.0);
+    }
+
+    #[test]
+    fn sms_is_priced_per_segment_from_its_own_card() {
+        let mut s = with_us_rates();
+        s.sms_country_rates.insert(
+            "91".into(),
+            BTreeMap::from([(SmsDirection::Outbound, 0.0832)]),
+        );
+        let india = phone("919876543210");
+        assert_eq!(
+            s.sms_price(Some(&india), SmsDirection::Outbound, 3),
+            0.0832 * 3.0
+        );
+        // A direction the country does not price falls back to the global card.
+        assert_eq!(
+            s.sms_price(Some(&india), SmsDirection::Inbound, 2),
+            0.0079 * 2.0
+        );
+        // The WhatsApp card's US prices never apply to SMS.
+        assert_eq!(
+            s.sms_price(Some(&phone("14155550100")), SmsDirection::Outbound, 1),
+            0.0079
+        );
     }
 
     #[test]

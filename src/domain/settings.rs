@@ -22,7 +22,47 @@ pub struct Settings {
     /// Each category once, in order of first appearance (CONTRACT §6.6).
     #[serde(deserialize_with = "distinct")]
     pub free_in_window_categories: Vec<Category>,
+    /// The currency of the SMS rate card (CONTRACT §9); SMS is never priced from `rates`.
+    #[serde(default = "default_sms_currency")]
+    pub sms_currency: String,
+    /// Price per SMS segment by direction.
+    #[serde(default = "default_sms_rates")]
+    pub sms_rates: BTreeMap<SmsDirection, f64>,
+    /// Calling-code prefix (digits) → per-segment prices that override `sms_rates`.
+    #[serde(default)]
+    pub sms_country_rates: BTreeMap<String, BTreeMap<SmsDirection, f64>>,
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// Which way an SMS went: each direction is billed per segment (`provider-billing.md` §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsDirection {
+    Outbound,
+    Inbound,
+}
+
+impl SmsDirection {
+    pub const ALL: [SmsDirection; 2] = [SmsDirection::Outbound, SmsDirection::Inbound];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmsDirection::Outbound => "outbound",
+            SmsDirection::Inbound => "inbound",
+        }
+    }
+}
+
+// Settings stored before the SMS rate card existed read with its defaults.
+fn default_sms_currency() -> String {
+    "USD".to_owned()
+}
+
+fn default_sms_rates() -> BTreeMap<SmsDirection, f64> {
+    BTreeMap::from([
+        (SmsDirection::Outbound, 0.0079),
+        (SmsDirection::Inbound, 0.0079),
+    ])
 }
 
 /// A list setting with repeats dropped, the first appearance kept, so that a list sent
@@ -58,6 +98,9 @@ impl Default for Settings {
             ]),
             country_rates: BTreeMap::new(),
             free_in_window_categories: vec![Category::Service],
+            sms_currency: default_sms_currency(),
+            sms_rates: default_sms_rates(),
+            sms_country_rates: BTreeMap::new(),
             updated_at: None,
         }
     }

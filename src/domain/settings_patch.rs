@@ -8,7 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::category::Category;
-use super::settings::Settings;
+use super::settings::{Settings, SmsDirection};
 
 pub const MAX_COOLDOWN_HOURS: u32 = 168;
 
@@ -67,7 +67,7 @@ pub fn apply(current: &Settings, patch: &Value) -> Result<Settings, PatchError> 
     if let Some(unknown) = patch.keys().find(|k| !known.contains_key(*k)) {
         return Err(err(unknown.clone(), "is not a setting"));
     }
-    refuse_removed_base_prices(&patch)?;
+    refuse_nulls(&patch)?;
     merge(&mut doc, &Value::Object(patch));
     check_price_tables(&doc)?;
     let mut merged: Settings = serde_path_to_error::deserialize(doc).map_err(|e| {
@@ -86,32 +86,51 @@ pub fn apply(current: &Settings, patch: &Value) -> Result<Settings, PatchError> 
     Ok(merged)
 }
 
-fn refuse_removed_base_prices(patch: &Map<String, Value>) -> Result<(), PatchError> {
-    let Some(Value::Object(rates)) = patch.get("rates") else {
-        return Ok(());
-    };
-    match rates.iter().find(|(_, v)| v.is_null()) {
-        Some((k, _)) => Err(err(
-            format!("rates.{k}"),
-            "may not be null: a base price cannot be removed (set 0 to make it free)",
-        )),
-        None => Ok(()),
+/// A setting cannot be removed, nor can a base price: without it a category or an SMS
+/// direction would silently cost nothing.
+fn refuse_nulls(patch: &Map<String, Value>) -> Result<(), PatchError> {
+    if let Some((k, _)) = patch.iter().find(|(_, v)| v.is_null()) {
+        return Err(err(k.clone(), "may not be null"));
     }
+    for table in ["rates", "sms_rates"] {
+        let Some(Value::Object(rates)) = patch.get(table) else {
+            continue;
+        };
+        if let Some((k, _)) = rates.iter().find(|(_, v)| v.is_null()) {
+            return Err(err(
+                format!("{table}.{k}"),
+                "may not be null: a base price cannot be removed (set 0 to make it free)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+const CATEGORY_KEYS: &str = "is not a category (marketing, marketing_lite, utility, \
+     authentication, authentication_international, service)";
+const DIRECTION_KEYS: &str = "is not an SMS direction (outbound, inbound)";
+
+fn is_category(k: &str) -> bool {
+    Category::parse(k).is_some_and(|c| c.as_str() == k)
+}
+
+fn is_direction(k: &str) -> bool {
+    SmsDirection::ALL.iter().any(|d| d.as_str() == k)
 }
 
 /// Names the offending key of a price table: serde cannot, as the tables are keyed by
 /// an enum (its path shows `?` for the key).
-fn check_price_table(field: &str, table: &Value) -> Result<(), PatchError> {
+fn check_price_table(
+    field: &str,
+    table: &Value,
+    (known, unknown): (fn(&str) -> bool, &str),
+) -> Result<(), PatchError> {
     let Value::Object(table) = table else {
-        return Err(err(field, "must be an object of category → price"));
+        return Err(err(field, "must be an object of key → price"));
     };
     for (k, v) in table {
-        if Category::parse(k).is_none_or(|c| c.as_str() != k) {
-            return Err(err(
-                format!("{field}.{k}"),
-                "is not a category (marketing, marketing_lite, utility, authentication, \
-                 authentication_international, service)",
-            ));
+        if !known(k) {
+            return Err(err(format!("{field}.{k}"), unknown));
         }
         if !v.is_number() {
             return Err(err(format!("{field}.{k}"), "must be a number"));
@@ -121,13 +140,27 @@ fn check_price_table(field: &str, table: &Value) -> Result<(), PatchError> {
 }
 
 fn check_price_tables(doc: &Value) -> Result<(), PatchError> {
-    check_price_table("rates", &doc["rates"])?;
-    match &doc["country_rates"] {
-        Value::Object(countries) => countries
-            .iter()
-            .try_for_each(|(prefix, t)| check_price_table(&format!("country_rates.{prefix}"), t)),
-        _ => Err(err("country_rates", "must be an object of prefix → prices")),
+    for (base, countries, keys) in [
+        (
+            "rates",
+            "country_rates",
+            (is_category as fn(&str) -> bool, CATEGORY_KEYS),
+        ),
+        (
+            "sms_rates",
+            "sms_country_rates",
+            (is_direction, DIRECTION_KEYS),
+        ),
+    ] {
+        check_price_table(base, &doc[base], keys)?;
+        let Value::Object(tables) = &doc[countries] else {
+            return Err(err(countries, "must be an object of prefix → prices"));
+        };
+        for (prefix, t) in tables {
+            check_price_table(&format!("{countries}.{prefix}"), t, keys)?;
+        }
     }
+    Ok(())
 }
 
 fn check_price(field: String, price: f64) -> Result<(), PatchError> {
@@ -146,30 +179,52 @@ pub fn validate(s: &Settings) -> Result<(), PatchError> {
             format!("must be from 0 to {MAX_COOLDOWN_HOURS}"),
         ));
     }
-    if !(s.currency.len() == 3 && s.currency.bytes().all(|b| b.is_ascii_uppercase())) {
-        return Err(err(
-            "currency",
-            "must be a 3-letter ISO 4217 code such as INR or USD",
-        ));
-    }
+    check_currency("currency", &s.currency)?;
+    check_currency("sms_currency", &s.sms_currency)?;
     for (c, p) in &s.rates {
         check_price(format!("rates.{}", c.as_str()), *p)?;
     }
     for (prefix, table) in &s.country_rates {
-        let ok = (1..=6).contains(&prefix.len())
-            && prefix.bytes().all(|b| b.is_ascii_digit())
-            && !prefix.starts_with('0');
-        if !ok {
-            return Err(err(
-                format!("country_rates.{prefix}"),
-                "must be a calling-code prefix of 1 to 6 digits, without + or a leading 0",
-            ));
-        }
+        check_prefix("country_rates", prefix)?;
         for (c, p) in table {
             check_price(format!("country_rates.{prefix}.{}", c.as_str()), *p)?;
         }
     }
+    for (d, p) in &s.sms_rates {
+        check_price(format!("sms_rates.{}", d.as_str()), *p)?;
+    }
+    for (prefix, table) in &s.sms_country_rates {
+        check_prefix("sms_country_rates", prefix)?;
+        for (d, p) in table {
+            check_price(format!("sms_country_rates.{prefix}.{}", d.as_str()), *p)?;
+        }
+    }
     Ok(())
+}
+
+fn check_currency(field: &str, code: &str) -> Result<(), PatchError> {
+    if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(err(
+            field,
+            "must be a 3-letter ISO 4217 code such as INR or USD",
+        ))
+    }
+}
+
+fn check_prefix(table: &str, prefix: &str) -> Result<(), PatchError> {
+    let ok = (1..=6).contains(&prefix.len())
+        && prefix.bytes().all(|b| b.is_ascii_digit())
+        && !prefix.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            format!("{table}.{prefix}"),
+            "must be a calling-code prefix of 1 to 6 digits, without + or a leading 0",
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -306,6 +361,61 @@ mod tests {
         );
         let refused = apply(&with_us, &json!({"rates": {"marketing": null}})).unwrap_err();
         assert_eq!(refused.field, "rates.marketing");
+    }
+
+    #[test]
+    fn the_sms_card_is_checked_like_the_whatsapp_one() {
+        let d = Settings::default();
+        let with_india = apply(
+            &d,
+            &json!({"sms_currency": "EUR", "sms_rates": {"inbound": 0.01},
+                    "sms_country_rates": {"91": {"outbound": 0.0832}, "44": {"inbound": 0.0}}}),
+        )
+        .unwrap();
+        assert_eq!(with_india.sms_currency, "EUR");
+        assert_eq!(with_india.sms_rates[&SmsDirection::Outbound], 0.0079);
+        assert_eq!(with_india.sms_rates[&SmsDirection::Inbound], 0.01);
+        let without = apply(&with_india, &json!({"sms_country_rates": {"91": null}})).unwrap();
+        assert_eq!(without.sms_country_rates.keys().collect::<Vec<_>>(), ["44"]);
+        for (patch, named) in [
+            (json!({"sms_rates": {"outbound": -1}}), "sms_rates.outbound"),
+            (
+                json!({"sms_rates": {"outbound": null}}),
+                "sms_rates.outbound",
+            ),
+            (json!({"sms_rates": {"both": 1}}), "sms_rates.both"),
+            (
+                json!({"sms_rates": {"inbound": "free"}}),
+                "sms_rates.inbound",
+            ),
+            (
+                json!({"sms_country_rates": {"91": {"outbound": 2e6}}}),
+                "sms_country_rates.91.outbound",
+            ),
+            (
+                json!({"sms_country_rates": {"91": {"marketing": 1}}}),
+                "sms_country_rates.91.marketing",
+            ),
+            (
+                json!({"sms_country_rates": {"+91": {"inbound": 1}}}),
+                "sms_country_rates.+91",
+            ),
+            (json!({"sms_country_rates": []}), "sms_country_rates"),
+            (json!({"sms_currency": "usd"}), "sms_currency"),
+            (json!({"sms_currency": null}), "sms_currency"),
+        ] {
+            assert_eq!(field(apply(&d, &patch)), named, "{patch}");
+        }
+    }
+
+    #[test]
+    fn a_document_stored_before_the_sms_card_reads_with_its_defaults() {
+        let mut old = serde_json::to_value(Settings::default()).unwrap();
+        for k in ["sms_currency", "sms_rates", "sms_country_rates"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let s: Settings = serde_json::from_value(old).unwrap();
+        assert_eq!(s, Settings::default());
     }
 
     #[test]

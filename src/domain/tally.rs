@@ -18,7 +18,8 @@ pub struct OutboundCount {
 pub struct CostCount {
     pub provider: Provider,
     pub channel: Channel,
-    pub category: Option<Category>,
+    /// The `category` label: a WhatsApp category, `sms`, or `none`.
+    pub category: &'static str,
     pub template: String,
     pub currency: String,
     pub amount: f64,

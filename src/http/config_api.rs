@@ -49,6 +49,16 @@ pub struct ConfigDocument {
     country_rates: BTreeMap<String, BTreeMap<String, f64>>,
     #[schema(example = json!(["service"]))]
     free_in_window_categories: Vec<String>,
+    /// ISO 4217 code of the SMS rate card.
+    #[schema(example = "USD")]
+    sms_currency: String,
+    /// SMS price per segment by direction (`outbound`, `inbound`); SMS is never priced
+    /// from `rates`.
+    #[schema(example = json!({"outbound": 0.0079, "inbound": 0.0079}))]
+    sms_rates: BTreeMap<String, f64>,
+    /// Calling-code prefix → direction → SMS price per segment; the longest prefix wins.
+    #[schema(example = json!({"91": {"outbound": 0.0832}}))]
+    sms_country_rates: BTreeMap<String, BTreeMap<String, f64>>,
     /// Last change; null until the first PUT that changed something.
     updated_at: Option<String>,
 }
@@ -68,7 +78,7 @@ pub async fn get_config(State(state): State<AppState>) -> Json<Settings> {
 }
 
 /// Merges a partial settings document (JSON Merge Patch: objects merge, `null` removes a
-/// key of `rates`/`country_rates`), checks it and stores it.
+/// key of `country_rates`/`sms_country_rates`), checks it and stores it.
 #[utoipa::path(
     put,
     path = "/v1/config",

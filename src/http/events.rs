@@ -107,6 +107,11 @@ struct SentIn {
     reservation_id: Option<String>,
     #[serde(default)]
     error: Option<SentErrorIn>,
+    /// SMS segments the message was split into (integer ≥ 1, default 1); Twilio's
+    /// `NumSegments` replaces it when a status callback gives one.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 1)]
+    segments: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -194,6 +199,19 @@ impl SentIn {
         if let Some(r) = &self.reservation_id {
             bounded(prefix, "reservation_id", r, 128)?;
         }
+        let segments = match &self.segments {
+            None | Some(serde_json::Value::Null) => 1,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=1_000).contains(n))
+                .map(|n| n as u32)
+                .ok_or_else(|| {
+                    ParseError::invalid(
+                        field(prefix, "segments"),
+                        "must be an integer from 1 to 1000",
+                    )
+                })?,
+        };
         let error = self.error.map(|e| -> Result<MessageError, ParseError> {
             let code = match &e.code {
                 serde_json::Value::Number(n) if n.is_i64() => n.to_string(),
@@ -225,6 +243,7 @@ impl SentIn {
                 template,
                 category,
                 sent_at_ms,
+                segments,
             },
             error: error.transpose()?,
             reservation_id: self.reservation_id,

@@ -16,6 +16,7 @@ use super::AppState;
 use crate::clock::rfc3339;
 use crate::domain::phone::Phone;
 use crate::domain::session::SessionState;
+use crate::store::cost_lines;
 use crate::store::queries::{self, CostGroup, DAY_MS};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -200,18 +201,54 @@ fn day_key(k: String) -> String {
         .map_or(k, |t| t.format("%Y-%m-%d").to_string())
 }
 
+/// One UTC day's cost for a provider and category, in one currency.
+#[derive(Serialize, ToSchema)]
+pub struct DayCost {
+    /// UTC date `YYYY-MM-DD`.
+    pub day: String,
+    pub provider: String,
+    /// A WhatsApp category, `sms`, or `none`.
+    pub category: String,
+    pub currency: String,
+    /// Messages the line covers; null for Meta's figures, which are per day.
+    pub messages: Option<i64>,
+    pub cost: f64,
+}
+
+fn day_lines(lines: cost_lines::Lines) -> Vec<DayCost> {
+    lines
+        .into_iter()
+        .map(|((day, provider, category, currency), l)| DayCost {
+            day: day_key(day.to_string()),
+            provider,
+            category,
+            currency,
+            messages: l.messages,
+            cost: l.cost,
+        })
+        .collect()
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct CostReport {
     /// The range covered, `[from, to)`.
     pub from: String,
     pub to: String,
+    /// The WhatsApp rate card's currency, which `total_cost` and the `by_*` lines are in.
     pub currency: String,
     pub total_cost: f64,
-    /// Messages whose cost was counted in the range (at delivery, or read if no delivery).
+    /// Messages whose cost was counted in the range in `currency` (at delivery, or read
+    /// if no delivery).
     pub messages: i64,
     pub by_category: Vec<CostLine>,
     pub by_template: Vec<CostLine>,
     pub by_day: Vec<CostLine>,
+    /// The estimate per day, provider and category, each in its own currency (SMS in
+    /// `sms_currency`, inbound SMS included): beside `billed`, line for line.
+    pub estimate: Vec<DayCost>,
+    /// What the providers billed (CONTRACT §9): Twilio's price of each message charged in
+    /// the range, Meta's `pricing_analytics` figure of each day overlapping it.
+    pub billed: Vec<DayCost>,
 }
 
 /// Cost of the messages charged between `from` and `to`.
@@ -241,17 +278,22 @@ pub async fn costs(
         q.get("to").map(String::as_str),
         now,
     )?;
+    let currency = state.settings.get().currency.clone();
     let mut conn = state.db.pool().acquire().await?;
-    let r = queries::costs(&mut conn, from, to).await?;
+    let r = queries::costs(&mut conn, from, to, &currency).await?;
+    let estimate = cost_lines::estimated(&mut conn, from, to).await?;
+    let billed = cost_lines::billed(&mut conn, from, to).await?;
     Ok(Json(CostReport {
         from: rfc3339(from),
         to: rfc3339(to),
-        currency: state.settings.get().currency.clone(),
+        currency,
         total_cost: r.cost,
         messages: r.messages,
         by_category: lines(r.by_category, category_key),
         by_template: lines(r.by_template, category_key),
         by_day: lines(r.by_day, day_key),
+        estimate: day_lines(estimate),
+        billed: day_lines(billed),
     }))
 }
 
@@ -267,7 +309,7 @@ pub struct PhoneCosts {
     pub delivered: i64,
     pub read: i64,
     pub failed: i64,
-    /// Messages whose cost was counted.
+    /// Messages whose cost was counted in `currency` (the WhatsApp rate card's).
     pub charged_messages: i64,
     pub by_category: Vec<CostLine>,
 }
@@ -291,7 +333,8 @@ pub async fn phone_costs(
 ) -> Result<Json<PhoneCosts>> {
     let phone = phone_param(&raw)?;
     let mut conn = state.db.pool().acquire().await?;
-    let t = queries::phone_totals(&mut conn, phone.as_str()).await?;
+    let currency = state.settings.get().currency.clone();
+    let t = queries::phone_totals(&mut conn, phone.as_str(), &currency).await?;
     Ok(Json(PhoneCosts {
         phone: phone.as_str().to_owned(),
         currency: state.settings.get().currency.clone(),
@@ -447,7 +490,8 @@ pub fn percent(part: i64, whole: i64) -> f64 {
 pub async fn overview(State(state): State<AppState>) -> Result<Json<Overview>> {
     let now = state.clock.now_ms();
     let mut conn = state.db.pool().acquire().await?;
-    let o = queries::overview(&mut conn, now).await?;
+    let currency = state.settings.get().currency.clone();
+    let o = queries::overview(&mut conn, now, &currency).await?;
     Ok(Json(Overview {
         generated_at: rfc3339(now),
         messages: MessageTotals {

@@ -11,12 +11,13 @@ use sqlx::AnyConnection;
 use super::presumed_new::{Kinds, RowKind};
 use super::recent::Recent;
 use super::HookCounts;
+use crate::domain::category;
 use crate::domain::cooldown;
-use crate::domain::message::{MessageState, Observed};
+use crate::domain::message::{MessageState, Observed, NO_TEMPLATE};
 use crate::domain::session::SessionState;
 use crate::domain::settings::Settings;
 use crate::domain::status::Status;
-use crate::domain::tally::{Latency, Tally};
+use crate::domain::tally::{CostCount, Latency, Tally};
 use crate::domain::{Channel, Outcome, Provider};
 use crate::events::{Event, InboundMessage, SentMessage};
 use crate::metrics::{LedgerCounters, ReadSource};
@@ -334,7 +335,7 @@ async fn load<'e>(
     let new_inbound = if inbound_rows.is_empty() {
         HashSet::new()
     } else {
-        inbound::insert_many(conn, &inbound_rows).await?
+        inbound::insert_many(conn, &inbound_rows, cx.settings).await?
     };
     Ok(Rows {
         messages,
@@ -419,6 +420,9 @@ async fn apply_event<'e>(
             if m.phone.is_none() {
                 m.phone = s.phone.clone();
             }
+            if s.segments > 0 {
+                m.segments = s.segments;
+            }
             let new = m.record_status(
                 s.status,
                 s.at_ms.unwrap_or(cx.now),
@@ -463,6 +467,17 @@ async fn apply_event<'e>(
             }
             tally.outcome(msg.provider, Outcome::Processed);
             tally.inbound.push((msg.provider, msg.channel, msg.kind));
+            let phone = msg.phone.as_ref();
+            if let Some(amount) = cx.settings.inbound_cost(phone, msg.channel, msg.segments) {
+                tally.cost.push(CostCount {
+                    provider: msg.provider,
+                    channel: msg.channel,
+                    category: category::SMS_COST,
+                    template: NO_TEMPLATE.to_owned(),
+                    currency: cx.settings.sms_currency.clone(),
+                    amount,
+                });
+            }
             if let Some(session) = msg
                 .phone
                 .as_ref()

@@ -57,6 +57,7 @@ mod tests {
             at_ms: None,
             pricing: None,
             error: None,
+            segments: 0,
         })
     }
 

@@ -20,12 +20,14 @@ use crate::domain::category;
 use crate::domain::tally::{Latency, Tally};
 use crate::domain::{Outcome, Provider};
 
+mod billing;
 mod cap;
 mod process;
 mod recorder;
 mod relay;
 mod rendered;
 mod saturation;
+pub use billing::BillingMetrics;
 use cap::{Capped, CappedFamily, SeriesCap};
 pub use recorder::Recorder;
 pub use relay::{RelayMetrics, RelayOutcome};
@@ -429,6 +431,8 @@ pub struct Metrics {
     sessions_active: Gauge,
     /// The relay's families (CONTRACT §7).
     pub relay: RelayMetrics,
+    /// The providers' billed figures (CONTRACT §9).
+    pub billing: BillingMetrics,
     presend: Family<DecisionLabels, Counter>,
     webhook_events: Family<WebhookLabels, Counter>,
     label_overflow: Family<LabelName, Counter>,
@@ -499,6 +503,7 @@ impl Metrics {
             ai_intents: cap.over(Family::default()),
             sessions_active: Gauge::default(),
             relay: RelayMetrics::register(&mut registry),
+            billing: BillingMetrics::register(&mut registry),
             presend: Family::default(),
             webhook_events: Family::default(),
             label_overflow,
@@ -697,7 +702,7 @@ impl Metrics {
             let labels = CostLabels {
                 provider: c.provider.as_str(),
                 channel: c.channel.as_str(),
-                category: category::label(c.category),
+                category: c.category,
                 template,
                 currency: self.currency.admit(&c.currency, &self.label_overflow),
             };

@@ -253,6 +253,7 @@ fn push_value_events(entry_id: &str, value: MessagesValue, events: &mut Vec<Even
                 billable: p.billable,
             }),
             error: s.errors.first().map(RawError::to_message_error),
+            segments: 0,
         }));
     }
     for m in value.messages {
@@ -263,6 +264,7 @@ fn push_value_events(entry_id: &str, value: MessagesValue, events: &mut Vec<Even
             phone: m.from.as_deref().and_then(|f| Phone::parse(f).ok()),
             kind: inbound_type_label(&m.kind),
             at_ms: Some(m.timestamp.0),
+            segments: 0,
         }));
     }
     let phone_number_id = value

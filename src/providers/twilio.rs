@@ -150,6 +150,7 @@ pub fn parse(params: &Params) -> Result<Event, ParseError> {
             phone: get(params, "From").and_then(|f| Phone::parse(f).ok()),
             kind,
             at_ms: None,
+            segments: segments(params),
         }));
     }
     let Some(status) = status.and_then(status_of) else {
@@ -178,7 +179,18 @@ pub fn parse(params: &Params) -> Result<Event, ParseError> {
         at_ms: None,
         pricing: None,
         error,
+        segments: segments(params),
     }))
+}
+
+/// `NumSegments`, what Twilio bills an SMS by; absent or 0 (a Messaging Service send
+/// before it is counted) means not given. Read leniently, as Twilio's parameters change
+/// without notice: a value that is not a plausible count is taken as not given.
+fn segments(params: &Params) -> u32 {
+    get(params, "NumSegments")
+        .and_then(|raw| raw.trim().parse::<u32>().ok())
+        .filter(|n| *n <= 1_000)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -190,6 +202,31 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn num_segments_is_read_from_statuses_and_incoming_messages() {
+        let inbound = parse(&p(&[
+            ("MessageSid", "SM1"),
+            ("From", "+14155550100"),
+            ("Body", "hi"),
+            ("NumSegments", "2"),
+        ]))
+        .unwrap();
+        assert!(matches!(inbound, Event::Inbound(m) if m.segments == 2));
+        let status = parse(&p(&[
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "sent"),
+            ("NumSegments", "3"),
+        ]))
+        .unwrap();
+        assert!(matches!(status, Event::Status(s) if s.segments == 3));
+        let bad = parse(&p(&[
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "sent"),
+            ("NumSegments", "x"),
+        ]));
+        assert!(matches!(bad.unwrap(), Event::Status(s) if s.segments == 0));
     }
 
     #[test]

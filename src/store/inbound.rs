@@ -7,23 +7,36 @@ use sqlx::{AnyConnection, Row};
 
 use super::json_rows::{self, Statement};
 
+use crate::domain::settings::Settings;
 use crate::events::{InboundMessage, WebhookError};
 
 /// Stores inbound messages, returning the keys (provider, message id) that were new;
 /// the others were stored before (redeliveries).
+/// An inbound SMS is stored with what it cost at receipt, as counted (CONTRACT §9).
 pub async fn insert_many(
     conn: &mut AnyConnection,
     messages: &[(&InboundMessage, i64)],
+    settings: &Settings,
 ) -> Result<HashSet<(String, String)>, sqlx::Error> {
     let rows: Vec<StoredInbound> = messages
         .iter()
-        .map(|(m, at_ms)| StoredInbound {
-            provider: m.provider.as_str(),
-            message_id: &m.message_id,
-            channel: m.channel.as_str(),
-            phone: m.phone.as_ref().map_or("", |p| p.as_str()),
-            kind: m.kind,
-            received_ms: *at_ms,
+        .map(|(m, at_ms)| {
+            let cost = settings.inbound_cost(m.phone.as_ref(), m.channel, m.segments);
+            StoredInbound {
+                provider: m.provider.as_str(),
+                message_id: &m.message_id,
+                channel: m.channel.as_str(),
+                phone: m.phone.as_ref().map_or("", |p| p.as_str()),
+                kind: m.kind,
+                received_ms: *at_ms,
+                segments: i64::from(m.segments),
+                cost: cost.unwrap_or(0.0),
+                currency: if cost.is_some() {
+                    &settings.sms_currency
+                } else {
+                    ""
+                },
+            }
         })
         .collect();
     let rows = INSERT.over(conn, &rows).fetch_all(&mut *conn).await?;
@@ -40,15 +53,21 @@ struct StoredInbound<'a> {
     phone: &'a str,
     kind: &'a str,
     received_ms: i64,
+    segments: i64,
+    cost: f64,
+    currency: &'a str,
 }
 
-const COLUMNS: [&str; 6] = [
+const COLUMNS: [&str; 9] = [
     "provider",
     "message_id",
     "channel",
     "phone",
     "kind",
     "received_ms",
+    "segments",
+    "cost",
+    "currency",
 ];
 
 static INSERT: Statement = Statement::new(|backend| {

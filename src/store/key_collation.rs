@@ -11,7 +11,7 @@
 use sqlx::AnyPool;
 
 /// The tables this exporter owns (its migrations make them).
-const TABLES: [&str; 7] = [
+const TABLES: [&str; 9] = [
     "outbound_messages",
     "inbound_messages",
     "sessions",
@@ -19,6 +19,8 @@ const TABLES: [&str; 7] = [
     "reservations",
     "webhook_errors",
     "relay_outbox",
+    "billing_lookups",
+    "billing_meta_days",
 ];
 
 /// `(table, column)` for each text column of an index of [`TABLES`] (a primary key is

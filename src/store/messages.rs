@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, Row};
 use super::json_rows::{self, backend_of, Statement};
 use super::Backend;
 
-use crate::domain::category::Category;
+use crate::domain::category::{self, Category};
 use crate::domain::message::{Hook, Labels, MessageError, MessageState, Observed};
 use crate::domain::phone::Phone;
 use crate::domain::pricing::MetaPricing;
@@ -18,7 +18,7 @@ use crate::domain::status::StatusSet;
 use crate::domain::{Channel, Provider};
 
 /// The columns a message is read from, in [`from_row`]'s terms.
-pub(super) const COLUMNS: [&str; 34] = [
+pub(super) const COLUMNS: [&str; 36] = [
     "provider",
     "message_id",
     "channel",
@@ -53,7 +53,13 @@ pub(super) const COLUMNS: [&str; 34] = [
     "cost",
     "cost_category",
     "currency",
+    // Appended after the bookkeeping columns (see STORED_COLUMNS).
+    "hook_segments",
+    "segments",
 ];
+
+/// How many of [`COLUMNS`] come before [`BOOKKEEPING`] in the table.
+const BEFORE_BOOKKEEPING: usize = 34;
 
 /// A message as read, and the row version its write-back must still find: `None` when
 /// there was no row, so the write-back inserts one.
@@ -302,6 +308,10 @@ pub(super) struct StoredRow<'a> {
     #[serde(skip_serializing_if = "is_zero")]
     version: i64,
     updated_ms: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    hook_segments: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    segments: i64,
 }
 
 impl<'a> StoredRow<'a> {
@@ -343,17 +353,29 @@ impl<'a> StoredRow<'a> {
             label_category: labels.and_then(|l| l.category).map_or("", Category::as_str),
             window_open_at_send: i64::from(m.window_open_at_send),
             cost: m.cost,
-            cost_category: m.cost_category.map_or("", Category::as_str),
+            cost_category: cost_category(m),
             currency: &m.currency,
             version,
             updated_ms: now_ms,
+            hook_segments: hook.map_or(0, |h| i64::from(h.segments)),
+            segments: i64::from(m.segments),
         }
+    }
+}
+
+/// SMS cost is stored under `sms` (the label it was counted under); the state keeps
+/// only WhatsApp categories, so the channel says which it was.
+fn cost_category(m: &MessageState) -> &'static str {
+    if m.channel == Channel::Sms && m.observed.has(Observed::COST) {
+        category::SMS_COST
+    } else {
+        m.cost_category.map_or("", Category::as_str)
     }
 }
 
 /// The columns a [`StoredRow`] leaves out when they hold these values (the table's own
 /// defaults).
-const DEFAULTS: [(&str, &str); 31] = [
+const DEFAULTS: [(&str, &str); 33] = [
     ("phone", "''"),
     ("template_name", "''"),
     ("category", "''"),
@@ -385,6 +407,8 @@ const DEFAULTS: [(&str, &str); 31] = [
     ("version", "0"),
     ("pricing_billable", "-1"),
     ("cost", "0"),
+    ("hook_segments", "0"),
+    ("segments", "0"),
 ];
 
 fn is_empty(s: &&str) -> bool {
@@ -408,7 +432,15 @@ const BOOKKEEPING: [&str; 2] = ["version", "updated_ms"];
 
 /// Every column a [`StoredRow`] names, in the table's order (checked at start).
 pub(super) static STORED_COLUMNS: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| COLUMNS.iter().chain(&BOOKKEEPING).copied().collect());
+    std::sync::LazyLock::new(|| {
+        let (first, appended) = COLUMNS.split_at(BEFORE_BOOKKEEPING);
+        first
+            .iter()
+            .chain(&BOOKKEEPING)
+            .chain(appended)
+            .copied()
+            .collect()
+    });
 
 /// The write-back of [`StoredRow`]s.
 pub(super) static WRITE_BACK: std::sync::LazyLock<json_rows::WriteBack> =
@@ -462,6 +494,7 @@ fn from_row(r: &AnyRow) -> Result<MessageState, sqlx::Error> {
             template: text("template_name")?,
             category: Category::parse(&text("category")?),
             sent_at_ms: int("sent_at_ms")?,
+            segments: u32::try_from(int("hook_segments")?).unwrap_or(1),
         })
     });
     let pricing = (int("has_pricing")? == 1).then(|| -> Result<MetaPricing, sqlx::Error> {
@@ -514,6 +547,7 @@ fn from_row(r: &AnyRow) -> Result<MessageState, sqlx::Error> {
         cost_category: Category::parse(&text("cost_category")?),
         currency: text("currency")?,
         reservation_id: text("reservation_id")?,
+        segments: u32::try_from(int("segments")?).unwrap_or(0),
     })
 }
 
@@ -570,6 +604,8 @@ mod tests {
             cost_category: "marketing",
             currency: "USD",
             version: 1,
+            hook_segments: 2,
+            segments: 2,
             ..StoredRow::new(&m, 0, 1)
         };
         assert_eq!(field_names(&full), sorted(all));

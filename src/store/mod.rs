@@ -4,6 +4,8 @@
 
 pub mod batch_read;
 pub mod batch_write;
+pub mod billing;
+pub mod cost_lines;
 pub mod inbound;
 pub mod json_rows;
 pub mod key_collation;

@@ -15,10 +15,12 @@ use crate::domain::window::{Window, WINDOW_MS};
 use crate::store::json_rows::{self, Statement};
 use crate::store::reservations;
 
-/// When a message's cost was counted: its delivery, or its read when no delivery came.
-const CHARGED_MS: &str = "(CASE WHEN delivered_ms > 0 THEN delivered_ms ELSE read_ms END)";
+/// When a message's cost was counted: its delivery, or its read when no delivery came, or
+/// its send (SMS is charged once sent).
+pub(super) const CHARGED_MS: &str =
+    "(CASE WHEN delivered_ms > 0 THEN delivered_ms WHEN read_ms > 0 THEN read_ms ELSE sent_ms END)";
 /// Messages whose cost was counted with cost tracking on (`Observed::COST` and a currency).
-const CHARGED: &str = "(observed_mask & 4) <> 0 AND currency <> ''";
+pub(super) const CHARGED: &str = "(observed_mask & 4) <> 0 AND currency <> ''";
 /// When an outbound message went out, for "last N days".
 const SENT_MS: &str = "(CASE WHEN sent_at_ms > 0 THEN sent_at_ms ELSE first_seen_ms END)";
 
@@ -187,14 +189,17 @@ impl BindValue for String {
     }
 }
 
-/// Cost of the messages charged in `[from_ms, to_ms)`, by category, template and UTC day.
+/// Cost of the messages charged in `[from_ms, to_ms)` in `currency`, by category,
+/// template and UTC day (sums never mix currencies: SMS has its own).
 pub async fn costs(
     conn: &mut AnyConnection,
     from_ms: i64,
     to_ms: i64,
+    currency: &str,
 ) -> Result<CostReport, sqlx::Error> {
-    let filter = format!("{CHARGED_MS} >= $1 AND {CHARGED_MS} < $2");
-    let binds: [&dyn BindValue; 2] = [&from_ms, &to_ms];
+    let filter = format!("{CHARGED_MS} >= $1 AND {CHARGED_MS} < $2 AND currency = $3");
+    let currency = currency.to_owned();
+    let binds: [&dyn BindValue; 3] = [&from_ms, &to_ms, &currency];
     let by_category = cost_groups(conn, "cost_category", &filter, &binds).await?;
     let by_template = cost_groups(conn, "label_template", &filter, &binds).await?;
     let by_day = cost_groups(conn, &format!("({CHARGED_MS} / {DAY_MS})"), &filter, &binds).await?;
@@ -234,9 +239,11 @@ fn status_sums() -> String {
         .join(", ")
 }
 
+/// One phone's messages, and the cost of those charged in `currency`.
 pub async fn phone_totals(
     conn: &mut AnyConnection,
     phone: &str,
+    currency: &str,
 ) -> Result<PhoneTotals, sqlx::Error> {
     let sql = format!(
         "SELECT COUNT(*), {} FROM outbound_messages WHERE phone = $1",
@@ -249,7 +256,14 @@ pub async fn phone_totals(
         .await?
         .try_get(0)?;
     let phone_owned = phone.to_owned();
-    let by_category = cost_groups(conn, "cost_category", "phone = $1", &[&phone_owned]).await?;
+    let currency = currency.to_owned();
+    let by_category = cost_groups(
+        conn,
+        "cost_category",
+        "phone = $1 AND currency = $2",
+        &[&phone_owned, &currency],
+    )
+    .await?;
     Ok(PhoneTotals {
         outbound: r.try_get(0)?,
         inbound,
@@ -344,7 +358,13 @@ async fn count(conn: &mut AnyConnection, sql: &str, bind: Option<i64>) -> Result
     q.fetch_one(conn).await?.try_get(0)
 }
 
-pub async fn overview(conn: &mut AnyConnection, now_ms: i64) -> Result<Overview, sqlx::Error> {
+/// Message totals, and the cost of those charged in `currency` (never summed across
+/// currencies).
+pub async fn overview(
+    conn: &mut AnyConnection,
+    now_ms: i64,
+    currency: &str,
+) -> Result<Overview, sqlx::Error> {
     let sql = format!(
         "SELECT COUNT(*), CAST(COALESCE(SUM(CASE WHEN (counted_mask & 1) <> 0 THEN 1 ELSE 0 END), 0) AS BIGINT), {} \
          FROM outbound_messages",
@@ -355,8 +375,10 @@ pub async fn overview(conn: &mut AnyConnection, now_ms: i64) -> Result<Overview,
     let inbound_since = "SELECT COUNT(*) FROM inbound_messages WHERE received_ms >= $1";
     let (d7, d30) = (now_ms - 7 * DAY_MS, now_ms - 30 * DAY_MS);
     let cost: f64 = sqlx::query(&format!(
-        "SELECT CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) FROM outbound_messages WHERE {CHARGED}"
+        "SELECT CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) FROM outbound_messages \
+         WHERE {CHARGED} AND currency = $1"
     ))
+    .bind(currency)
     .fetch_one(&mut *conn)
     .await?
     .try_get(0)?;

@@ -21,7 +21,8 @@ async fn defaults_are_the_contracts(backend: Backend) {
                "block_out_of_session_messages": false, "currency": "INR",
                "rates": {"marketing": 0.75, "utility": 0.35, "authentication": 0.30, "service": 0.0},
                "country_rates": {}, "free_in_window_categories": ["service"],
-               "updated_at": null})
+               "sms_currency": "USD", "sms_rates": {"outbound": 0.0079, "inbound": 0.0079},
+               "sms_country_rates": {}, "updated_at": null})
     );
 }
 

@@ -5,6 +5,7 @@ mod helpers;
 
 mod attribution_backlog;
 mod bad_input;
+mod billed_cost;
 mod cardinality;
 mod config;
 mod counting;
@@ -27,5 +28,6 @@ mod saturation;
 mod schemathesis;
 mod signatures;
 mod slow_clients;
+mod sms_cost;
 mod v1;
 mod write_conflicts;

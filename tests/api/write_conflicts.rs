@@ -171,7 +171,7 @@ async fn postgres_message_pages_keep_room_for_rewrites() {
 }
 
 /// Every text column of a primary key or index, by table.
-const TEXT_KEYS: [(&str, &[&str]); 7] = [
+const TEXT_KEYS: [(&str, &[&str]); 9] = [
     ("outbound_messages", &["provider", "message_id", "phone"]),
     ("inbound_messages", &["provider", "message_id"]),
     ("sessions", &["phone"]),
@@ -179,6 +179,8 @@ const TEXT_KEYS: [(&str, &[&str]); 7] = [
     ("reservations", &["id", "phone"]),
     ("webhook_errors", &["dedupe_key"]),
     ("relay_outbox", &["target", "body_hash"]),
+    ("billing_lookups", &["provider", "message_id"]),
+    ("billing_meta_days", &["category"]),
 ];
 
 /// The indexed text columns of the database whose collation is not `"C"`, as
@@ -223,7 +225,7 @@ async fn postgres_text_keys_compare_bytewise_also_after_an_upgrade() {
             .await
             .unwrap();
     }
-    assert_eq!(keys_not_bytewise(&mut conn).await.len(), 13);
+    assert_eq!(keys_not_bytewise(&mut conn).await.len(), 16);
 
     let store = open(&db).await;
     assert_eq!(keys_not_bytewise(&mut conn).await, Vec::<String>::new());

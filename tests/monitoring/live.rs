@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::{Connection, Executor};
 
 use super::alertmanager::{muted_by, Alertmanager};
+use super::billing_api;
 use super::compose::command_flag;
 use super::config::Config;
 use super::live_queries::{check_dashboards, check_rules};
@@ -94,6 +95,25 @@ async fn unknown_counted(base: &str, want: f64) {
     .await;
 }
 
+/// Twilio's prices are looked up in the background: wait until `want` is billed, so that
+/// Prometheus sees the bill before the next round moves it (increase() needs two samples).
+async fn twilio_billed(base: &str, want: f64) {
+    let needles = ["messaging_billed_cost_total", "provider=\"twilio\""];
+    eventually(
+        "the Twilio stand-in's prices to be counted",
+        Duration::from_secs(20),
+        || async move {
+            let v = exporter_value(base, &needles).await?;
+            if v >= want - 1e-9 {
+                Ok(())
+            } else {
+                Err(format!("{v} of {want}"))
+            }
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let started = Instant::now();
@@ -118,7 +138,9 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
         "grafana/postgres/create-grafana-reader.sh",
     );
 
-    // --- the exporter: template labels overflow after 3 values, attribution after 1 s.
+    // --- the exporter: template labels overflow after 3 values, attribution after 1 s;
+    // Twilio's prices read from a stand-in (signed Twilio webhooks, as in production).
+    let twilio_api = billing_api::start().await;
     let exporter_port = free_port();
     let exporter_url = format!("http://127.0.0.1:{exporter_port}");
     let mut exporter = Proc::spawn(
@@ -137,6 +159,16 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
                 "3",
                 "--db-timeout-ms",
                 "1000",
+            ])
+            .args([
+                "--twilio-auth-token",
+                billing_api::AUTH_TOKEN,
+                "--public-url",
+                billing_api::PUBLIC_URL,
+                "--twilio-account-sid",
+                billing_api::ACCOUNT_SID,
+                "--twilio-api-url",
+                &twilio_api,
             ])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default()),
@@ -235,6 +267,8 @@ async fn live_stack_pages_on_failures_and_answers_every_dashboard_query() {
     let mut traffic = Traffic::new(exporter_url.clone(), random_tag());
     traffic.round(1, 0).await;
     unknown_counted(&exporter_url, 1.0).await;
+    // Round 1 sends three SMS, each billed 0.0083 USD by the stand-in.
+    twilio_billed(&exporter_url, 3.0 * 0.0083).await;
     scraped_after(&prom, now_secs() + 1.0).await;
     traffic.round(3, 12).await;
 

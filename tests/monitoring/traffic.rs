@@ -9,6 +9,7 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+use super::billing_api;
 use super::support::now_secs;
 
 /// The templates that keep their names, then two that overflow into `other`.
@@ -80,10 +81,21 @@ impl Traffic {
         );
     }
 
+    /// A Twilio webhook, signed as Twilio signs it for the exporter's PUBLIC_URL.
     async fn post_form(&self, path: &str, params: &[(&str, &str)]) {
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let signature = messaging_exporter::providers::twilio::sign(
+            billing_api::AUTH_TOKEN.as_bytes(),
+            &format!("{}{path}", billing_api::PUBLIC_URL),
+            &owned,
+        );
         let resp = self
             .http
             .post(format!("{}{path}", self.base))
+            .header("x-twilio-signature", signature)
             .form(params)
             .send()
             .await
